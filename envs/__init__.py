@@ -1,0 +1,35 @@
+"""Environment construction shared by every algorithm file.
+
+The only code the algorithm files share. One entry point, :func:`make_env`, builds a
+gymnasium 1.x vector environment with SAME_STEP autoreset for three kinds of ids:
+
+* gymnasium MuJoCo ids, e.g. ``Hopper-v5`` (any registered gymnasium id with a Box
+  action space works, e.g. ``Pendulum-v1`` for quick tests);
+* DeepMind Control state-based tasks as ``dm_control/<domain>-<task>``, e.g.
+  ``dm_control/hopper-hop``, ``dm_control/humanoid-stand``, ``dm_control/ball_in_cup-catch``;
+* Cycle Friction (Section 5.1 of the paper) on any MuJoCo task as
+  ``cyclefriction/<id>``, e.g. ``cyclefriction/Hopper-v5`` or
+  ``cyclefriction/dm_control/walker-walk``.
+"""
+
+from envs.core import (
+    FRICTION_SCHEDULE,
+    ENV_ID_HELP,
+    MUJOCO_IDS,
+    friction_multiplier,
+    get_env_state,
+    make_env,
+    set_env_state,
+    validate_env_id,
+)
+
+__all__ = [
+    "FRICTION_SCHEDULE",
+    "ENV_ID_HELP",
+    "MUJOCO_IDS",
+    "friction_multiplier",
+    "get_env_state",
+    "make_env",
+    "set_env_state",
+    "validate_env_id",
+]
