@@ -174,8 +174,6 @@ def validate_args(args: Args) -> None:
         (0 <= args.distill_alpha <= 1, f"--distill-alpha {args.distill_alpha} must be in [0, 1]"),
         (args.distill_tau > 0, f"--distill-tau {args.distill_tau} must be > 0"),
         (args.distill_max_epochs >= 1, f"--distill-max-epochs {args.distill_max_epochs} must be >= 1"),
-        (args.resume is None or os.path.isfile(os.path.join(args.resume, "checkpoint.pt")),
-         f"--resume {args.resume}: no checkpoint.pt in that directory"),
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
@@ -410,16 +408,18 @@ class GracefulInterrupt:
 
 def main():
     args = tyro.cli(Args)
-    validate_args(args)
     checkpoint = None
-    if args.resume:
+    if args.resume:  # the run's saved arguments, except --total-timesteps and --cuda when given
+        if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
+            sys.exit(f"error: --resume {args.resume}: no checkpoint.pt in that directory")
         checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), weights_only=False)
         saved = Args(**checkpoint["args"])
         if args.total_timesteps != Args.total_timesteps:
             saved.total_timesteps = args.total_timesteps
         saved.cuda, saved.resume = args.cuda, args.resume
         args = saved
-        validate_args(args)
+    validate_args(args)
+    if args.resume:
         run_dir = args.resume
     else:
         env_name = args.env_id.replace("/", "_")

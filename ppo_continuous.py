@@ -138,8 +138,6 @@ def validate_args(args: Args) -> None:
         (args.checkpoint_every >= 1, f"--checkpoint-every {args.checkpoint_every} must be >= 1"),
         (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
         (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
-        (args.resume is None or os.path.isfile(os.path.join(args.resume, "checkpoint.pt")),
-         f"--resume {args.resume}: no checkpoint.pt in that directory"),
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
@@ -277,16 +275,18 @@ class GracefulInterrupt:
 
 def main():
     args = tyro.cli(Args)
-    validate_args(args)
     checkpoint = None
-    if args.resume:
+    if args.resume:  # the run's saved arguments, except --total-timesteps and --cuda when given
+        if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
+            sys.exit(f"error: --resume {args.resume}: no checkpoint.pt in that directory")
         checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), weights_only=False)
         saved = Args(**checkpoint["args"])
         if args.total_timesteps != Args.total_timesteps:
             saved.total_timesteps = args.total_timesteps
         saved.cuda, saved.resume = args.cuda, args.resume
         args = saved
-        validate_args(args)
+    validate_args(args)
+    if args.resume:
         run_dir = args.resume
     else:
         env_name = args.env_id.replace("/", "_")

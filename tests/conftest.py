@@ -1,0 +1,52 @@
+"""Shared helpers: run an algorithm file as a user would, and read its TensorBoard scalars."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# A tiny, fast configuration for end-to-end runs: 2 envs x 256 steps = 512-step rollouts.
+TINY = ["--env-id", "InvertedPendulum-v5", "--num-envs", "2", "--num-steps", "256", "--minibatch-size", "128",
+        "--update-epochs", "2", "--hidden-dim", "32", "--threads", "1", "--metrics-every", "1"]
+
+
+def run_script(script, *args, run_dir, check=True, timeout=300):
+    """Run `python <script> args --run-dir run_dir` from the repository root."""
+    cmd = [sys.executable, str(ROOT / script), *map(str, args), "--run-dir", str(run_dir)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def only_run(run_dir):
+    """The one run directory a single run created under run_dir."""
+    runs = [p for p in Path(run_dir).iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_scalars(run_path):
+    """{tag: [(step, value), ...]} from a run directory's TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def load_checkpoint(run_path):
+    import torch
+
+    return torch.load(Path(run_path) / "checkpoint.pt", weights_only=False)
+
+
+@pytest.fixture
+def tiny():
+    return list(TINY)

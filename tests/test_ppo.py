@@ -1,0 +1,139 @@
+"""ppo_continuous.py: GAE, dormant ratio, argument validation, end to end, resume, learning."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import ppo_continuous as ppo
+from conftest import load_checkpoint, only_run, read_scalars, run_script
+
+
+def test_gae_hand_computed_with_truncation_and_termination():
+    gamma, lam = 0.5, 0.5
+    values = np.array([[0.5], [1.0], [1.5]], dtype=np.float32)
+    next_value = np.array([2.0], dtype=np.float32)
+    dones = np.array([[0.0], [1.0], [0.0]], dtype=np.float32)  # the episode ends at step 1
+    # truncation at step 1: the rollout adds gamma * V(final obs) = 0.5 * 4 to its reward
+    truncated = np.array([[1.0], [2.0 + gamma * 4.0], [3.0]], dtype=np.float32)
+    adv, ret = ppo.compute_gae(truncated, values, dones, next_value, gamma, lam)
+    # t=2: 3 + .5*2 - 1.5 = 2.5; t=1: 4 - 1 = 3 (no look past the end); t=0: 1 + .5*1 - .5 + .25*3 = 1.75
+    np.testing.assert_allclose(adv[:, 0], [1.75, 3.0, 2.5])
+    np.testing.assert_allclose(ret[:, 0], [2.25, 4.0, 4.0])
+    # termination at step 1: no bootstrap, the return is cut
+    terminated = np.array([[1.0], [2.0], [3.0]], dtype=np.float32)
+    adv, _ = ppo.compute_gae(terminated, values, dones, next_value, gamma, lam)
+    np.testing.assert_allclose(adv[:, 0], [1.25, 1.0, 2.5])
+
+
+def test_gae_without_dones_is_discounted_td_sum():
+    rng = np.random.default_rng(0)
+    rewards, values = rng.normal(size=(6, 3)).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32)
+    next_value = rng.normal(size=3).astype(np.float32)
+    adv, _ = ppo.compute_gae(rewards, values, np.zeros((6, 3), np.float32), next_value, 0.9, 1.0)
+    # lambda = 1: advantage = discounted return to the bootstrap minus V
+    discounts = 0.9 ** np.arange(6)
+    expected = (rewards * discounts[:, None]).sum(0) + 0.9**6 * next_value - values[0]
+    np.testing.assert_allclose(adv[0], expected, rtol=1e-5)
+
+
+def test_dormant_ratio_on_hand_built_layer():
+    net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.01, 0.0], [-1.0, 0.0]]))
+        net[0].bias.zero_()
+    obs = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
+    # mean |h| per neuron: 1.5, 1.5, 0.015, 0 -> scores 1.99, 1.99, 0.0199, 0
+    assert ppo.plasticity_metrics(net, obs, 0.1)["dormant_ratio"] == 0.5
+    assert ppo.plasticity_metrics(net, obs, 0.01)["dormant_ratio"] == 0.25
+    metrics = ppo.plasticity_metrics(net, obs, 0.1)
+    assert metrics["weight_magnitude/layer0"] == pytest.approx((1 + 1 + 0.01 + 1) / 8)
+    assert metrics["activation_norm"] == pytest.approx(np.mean([np.linalg.norm([1, 1, .01, 0]),
+                                                                np.linalg.norm([2, 2, .02, 0])]), rel=1e-5)
+
+
+def test_log_prob_matches_torch_normal():
+    args = ppo.Args(hidden_dim=16)
+    agent = ppo.Agent(5, 3, args)
+    with torch.no_grad():
+        agent.actor_logstd.copy_(torch.tensor([-0.5, 0.0, 0.3]))
+    obs, actions = torch.randn(7, 5), torch.randn(7, 3)
+    logprob, entropy, _ = agent.evaluate(obs, actions)
+    dist = torch.distributions.Normal(agent.actor_mean(obs), agent.actor_logstd.exp())
+    torch.testing.assert_close(logprob, dist.log_prob(actions).sum(-1))
+    torch.testing.assert_close(entropy, dist.entropy().sum(-1))
+    torch.manual_seed(0)
+    out = agent.act(obs)
+    torch.testing.assert_close(out[:, 3], dist.log_prob(out[:, :3]).sum(-1))
+
+
+@pytest.mark.parametrize("bad_args, message", [
+    (["--minibatch-size", "300"], "--minibatch-size 300"),
+    (["--learning-rate", "-1e-3"], "--learning-rate -0.001"),
+    (["--gamma", "1.5"], "--gamma 1.5"),
+    (["--env-id", "Hoper-v5"], "Hopper-v5"),
+    (["--env-id", "dm_control/hopper-fly"], "hopper-hop"),
+    (["--friction-period", "0"], "--friction-period 0"),
+    (["--resume", "no/such/run"], "no checkpoint.pt"),
+])
+def test_bad_arguments_fail_before_any_work(tmp_path, bad_args, message):
+    proc = run_script("ppo_continuous.py", *bad_args, run_dir=tmp_path / "runs", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
+    # uninterrupted: 4 updates
+    run_script("ppo_continuous.py", *tiny, "--total-timesteps", "2048", run_dir=tmp_path / "full")
+    full = only_run(tmp_path / "full")
+    tags = read_scalars(full)
+    for key in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/value_loss",
+                "losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
+                "losses/explained_variance", "plasticity/actor_dormant_ratio", "plasticity/critic_dormant_ratio",
+                "plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm",
+                "plasticity/critic_activation_norm"]:
+        assert key in tags, key
+    assert load_checkpoint(full)["global_step"] == 2048
+    # interrupted after 2 updates, then resumed to 4
+    run_script("ppo_continuous.py", *tiny, "--total-timesteps", "1024", run_dir=tmp_path / "split")
+    split = only_run(tmp_path / "split")
+    proc = run_script("ppo_continuous.py", "--resume", split, "--total-timesteps", "2048", run_dir=tmp_path / "x")
+    assert "resumed" in proc.stdout and not (tmp_path / "x").exists()
+    a, b = load_checkpoint(full), load_checkpoint(split)
+    assert b["global_step"] == 2048 and b["iteration"] == 4
+    for name, tensor in a["agent"].items():
+        assert torch.equal(tensor, b["agent"][name]), name
+    np.testing.assert_array_equal(a["next_obs"], b["next_obs"])
+
+
+def test_ctrl_c_writes_a_checkpoint(tmp_path, tiny):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    cmd = [sys.executable, str(ROOT / "ppo_continuous.py"), *tiny, "--total-timesteps", "1000000",
+           "--checkpoint-every", "100000", "--run-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait for the first update, then interrupt
+        if line.startswith("step"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0, out
+    assert "--resume" in out
+    ckpt = load_checkpoint(only_run(tmp_path))
+    assert 0 < ckpt["global_step"] < 1_000_000
+
+
+def test_ppo_learns_inverted_pendulum(tmp_path):
+    args = ["--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "512", "--minibatch-size", "256",
+            "--hidden-dim", "64", "--total-timesteps", "40960", "--threads", "1"]
+    run_script("ppo_continuous.py", *args, run_dir=tmp_path)
+    returns = [v for _, v in read_scalars(only_run(tmp_path))["charts/episodic_return"]]
+    first, last = np.mean(returns[:20]), np.mean(returns[-20:])
+    assert last > 5 * first and last > 100, (first, last)
