@@ -1,0 +1,161 @@
+"""p3o_continuous.py: alpha-DKL, cycle reset coverage, frozen neurons during distillation, end to end."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+import p3o_continuous as p3o
+from conftest import load_checkpoint, only_run, read_scalars, run_script
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 0.4])
+def test_alpha_dkl_equals_closed_form_kl_of_normals(alpha):
+    g = torch.Generator().manual_seed(0)
+    mean_t, mean_s = torch.randn(64, 3, generator=g), torch.randn(64, 3, generator=g)
+    logstd_t, logstd_s = 0.5 * torch.randn(64, 3, generator=g), 0.5 * torch.randn(64, 3, generator=g)
+    teacher, student = Normal(mean_t, logstd_t.exp()), Normal(mean_s, logstd_s.exp())
+    expected = (alpha * kl_divergence(teacher, student).sum(-1)
+                + (1 - alpha) * kl_divergence(student, teacher).sum(-1))
+    torch.testing.assert_close(p3o.alpha_dkl(mean_t, logstd_t, mean_s, logstd_s, alpha), expected)
+    assert torch.all(p3o.alpha_dkl(mean_t, logstd_t, mean_t, logstd_t, alpha).abs() < 1e-6)
+
+
+@pytest.mark.parametrize("reset_rate, width", [(0.01, 256), (0.3, 256), (0.07, 100), (1.0, 64)])
+def test_one_cycle_resets_every_neuron_exactly_once(reset_rate, width):
+    counts = np.zeros(width, dtype=int)
+    num_slices = int(np.ceil(1 / reset_rate - 1e-9))
+    for k in range(num_slices):
+        start, end = p3o.cycle_slice(k, reset_rate, width)
+        assert end > start
+        counts[start:end] += 1
+    assert (counts == 1).all()
+
+
+def make_agent(hidden_dim=256, obs_dim=6, act_dim=2, **kw):
+    args = p3o.Args(hidden_dim=hidden_dim, **kw)
+    agent = p3o.Agent(obs_dim, act_dim, args)
+    return agent, args
+
+
+def changed_rows(before, after):
+    return set(torch.nonzero((before != after).any(dim=1)).flatten().tolist())
+
+
+def test_cycle_reset_walks_the_layer_and_resets_adam_moments():
+    torch.manual_seed(0)
+    agent, args = make_agent()
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3)
+    agent.actor_mean(torch.randn(8, 6)).sum().backward()
+    optimizer.step()  # non-zero moments everywhere
+    layers = p3o.hidden_linears(agent.actor_mean)
+    assert len(layers) == 3
+    reset_times = np.zeros((3, 256), dtype=int)
+    for k in range(100):
+        before = [layer.weight.detach().clone() for layer in layers]
+        frozen = p3o.cycle_reset(agent.actor_mean, optimizer, k, args)
+        for i, (layer, rows) in enumerate(frozen):
+            assert changed_rows(before[i], layer.weight.detach()) == set(rows.tolist())
+            assert optimizer.state[layer.weight]["exp_avg"][rows].abs().sum() == 0
+            assert optimizer.state[layer.weight]["exp_avg_sq"][rows].abs().sum() == 0
+            reset_times[i, rows.numpy()] += 1
+            if k == 0:  # the rows not reset keep their moments
+                assert (optimizer.state[layer.weight]["exp_avg_sq"][rows.max() + 1:].abs().sum(1) > 0).all()
+    assert (reset_times == 1).all()
+
+
+def test_reset_range_half_only_touches_first_half():
+    torch.manual_seed(0)
+    agent, args = make_agent(reset_range=0.5)
+    optimizer = torch.optim.Adam(agent.parameters())
+    layers = p3o.hidden_linears(agent.actor_mean)
+    before = [layer.weight.detach().clone() for layer in layers]
+    for k in range(250):  # two and a half cycles
+        p3o.cycle_reset(agent.actor_mean, optimizer, k % 100, args)
+    for b, layer in zip(before, layers):
+        rows = changed_rows(b, layer.weight.detach())
+        assert rows == set(range(128))
+
+
+def test_distillation_freezes_reset_rows_and_reaches_tau():
+    torch.manual_seed(0)
+    agent, args = make_agent(hidden_dim=64, reset_rate=0.25, distill_tau=0.01, minibatch_size=128)
+    obs = torch.randn(1024, 6)
+    teacher = copy.deepcopy(agent.actor_mean).requires_grad_(False)
+    teacher_logstd = agent.actor_logstd.detach().clone() - 0.2
+    teacher_snapshot = copy.deepcopy(teacher.state_dict())
+    optimizer = torch.optim.Adam(agent.parameters())
+    frozen = p3o.cycle_reset(agent.actor_mean, optimizer, 1, args)
+    before = copy.deepcopy(agent.actor_mean.state_dict())
+    epochs, loss_start, loss_end = p3o.inner_distill(agent.actor_mean, agent.actor_logstd, teacher, teacher_logstd,
+                                                     obs, frozen, args)
+    assert loss_start > args.distill_tau  # there was something to distil
+    assert 1 <= epochs < args.distill_max_epochs and loss_end <= args.distill_tau
+    for layer, rows in frozen:
+        name = [n for n, m in agent.actor_mean.named_children() if m is layer][0]
+        w_before, b_before = before[f"{name}.weight"], before[f"{name}.bias"]
+        assert torch.equal(layer.weight[rows], w_before[rows])  # bit-identical
+        assert torch.equal(layer.bias[rows], b_before[rows])
+        others = torch.ones(layer.out_features, dtype=torch.bool)
+        others[rows] = False
+        assert not torch.equal(layer.weight[others], w_before[others])  # the rest did train
+    for name, tensor in teacher.state_dict().items():
+        assert torch.equal(tensor, teacher_snapshot[name])
+    with torch.no_grad():  # the stopping criterion holds on the whole buffer
+        mean_s, mean_t = agent.actor_mean(obs), teacher(obs)
+        loss = p3o.alpha_dkl(mean_t, teacher_logstd.expand_as(mean_t), mean_s,
+                             agent.actor_logstd.expand_as(mean_s), args.distill_alpha).mean()
+    assert loss <= args.distill_tau
+
+
+@pytest.mark.parametrize("bad_args, message", [
+    (["--distill-alpha", "1.5"], "--distill-alpha 1.5"),
+    (["--distill-tau", "0"], "--distill-tau 0"),
+    (["--reset-rate", "0"], "--reset-rate 0"),
+    (["--reset-range", "1.2"], "--reset-range 1.2"),
+    (["--reset-frequency", "100"], "--reset-frequency 100"),
+])
+def test_bad_sbp_arguments_fail_before_any_work(tmp_path, bad_args, message):
+    proc = run_script("p3o_continuous.py", *bad_args, run_dir=tmp_path / "runs", check=False)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_end_to_end_resets_log_and_resume_continues_the_cycle(tmp_path, tiny):
+    sbp = ["--reset-frequency", "512", "--reset-rate", "0.1"]
+    run_script("p3o_continuous.py", *tiny, *sbp, "--total-timesteps", "3072", run_dir=tmp_path / "full")
+    full = only_run(tmp_path / "full")
+    tags = read_scalars(full)
+    for key in ["reset/distill_epochs", "reset/distill_loss_start", "reset/distill_loss_end", "reset/pointer",
+                "reset/total_distill_epochs", "reset/distill_to_ppo_epochs", "reset/total_resets",
+                "reset/avg_resets_per_neuron", "reset/share_neurons_reset", "plasticity/actor_dormant_ratio"]:
+        assert key in tags, key
+    assert len(tags["reset/distill_epochs"]) == 6  # one reset per 512-step rollout
+    assert [round(v, 3) for _, v in tags["reset/pointer"]] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    a = load_checkpoint(full)["sbp"]
+    assert a["reset_index"] == 6 and a["resets"] == 6
+    assert a["reset_counts"].sum() == 3 * p3o.cycle_slice(5, 0.1, 32)[1]  # 3 layers of 32, first 6 slices
+    # stop after 3 rollouts, resume to 6: same cycle position and same network as uninterrupted
+    run_script("p3o_continuous.py", *tiny, *sbp, "--total-timesteps", "1536", run_dir=tmp_path / "split")
+    split = only_run(tmp_path / "split")
+    assert load_checkpoint(split)["sbp"]["reset_index"] == 3
+    run_script("p3o_continuous.py", "--resume", split, "--total-timesteps", "3072", run_dir=tmp_path / "x")
+    b = load_checkpoint(split)
+    assert b["sbp"]["reset_index"] == 6
+    np.testing.assert_array_equal(a["reset_counts"], b["sbp"]["reset_counts"])
+    for name, tensor in load_checkpoint(full)["agent"].items():
+        assert torch.equal(tensor, b["agent"][name]), name
+
+
+def test_recovery_train_and_none_modes_run(tmp_path, tiny):
+    for mode in ("train", "none"):
+        run_script("p3o_continuous.py", *tiny, "--reset-frequency", "512", "--recovery", mode,
+                   "--recovery-return", "1e9", "--total-timesteps", "2048", run_dir=tmp_path / mode)
+        sbp = load_checkpoint(only_run(tmp_path / mode))["sbp"]
+        assert sbp["distill_epochs"] == 0
+        if mode == "train":  # unreachable return: one reset, then every later update is recovery
+            assert sbp["resets"] == 1 and sbp["recovering"] and sbp["recovery_epochs"] == 3 * 2
+        else:
+            assert sbp["resets"] == 4 and sbp["recovery_epochs"] == 0
