@@ -1,0 +1,1063 @@
+"""reproduce.py: one command per table and figure of the paper, run, resumed and aggregated.
+
+    python reproduce.py list                                   # every experiment and what it runs
+    python reproduce.py table1 --budget reduced --envs Hopper-v5 Walker2d-v5
+    python reproduce.py table4 --budget reduced --envs Hopper-v5 --dry-run
+    python reproduce.py table1 --budget paper --launcher slurm --slurm-partition gpu --slurm-gpus 1
+
+Each run is a subprocess of an unmodified algorithm file (ppo_continuous.py, p3o_continuous.py,
+ppo_cbp.py, ppo_redo.py, ppo_cycle.py, sac_sbp.py): the file a user reads is the file that
+produced the number. Runs go to a local pool of --workers processes, or to a Slurm job array
+through submitit (--launcher slurm). Every configuration has a deterministic directory
+
+    runs/reproduce/<budget>/<algo>__<env>__seed<k>[__<option>=<value>...]/
+
+passed to the file as --run-dir; the file writes its one timestamped run directory inside
+(TensorBoard events, checkpoint.pt) and reproduce.py appends the file's output to stdout.log
+beside it. A run whose checkpoint has reached the budget's steps is finished and skipped, one
+with a checkpoint short of them is continued with --resume, one without a checkpoint is
+started (again). The experiment is not part of the directory, so experiments that share a
+configuration share its runs (table2, table4 and table5 reuse table1's P3O runs; the
+ablations reuse its default runs). Re-running a command after a crash or Ctrl-C loses at most
+the updates since the last checkpoint.
+
+Outputs go to results/<experiment>/, file names carrying the budget (smoke, reduced, paper):
+<experiment>_<budget>.md (tables in the paper's layout, ours beside the paper's numbers where
+it has them, with the budget and seeds stated), runs_<budget>.csv (one row per run), and PNG
+figures (mean over seeds with a shaded band of one standard deviation, one panel per task).
+
+Definitions used in every table:
+- final return of a run: the mean of the last 10% (at least one) of the episodic returns it
+  logged (charts/episodic_return), in the order logged;
+- a cell: mean ± standard deviation (numpy's std, ddof=0) over the seeds whose runs finished;
+- reset statistics (Table 4): from the checkpoint's per-neuron reset counts of the actor's
+  hidden layers: total resets, average resets per neuron, share of neurons reset at least once;
+- distillation cost (Tables 2 and 5): the checkpoint's cumulative distillation, PPO and
+  recovery-training epochs; per-reset epochs = distillation epochs / resets.
+"""
+
+import argparse
+import csv
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+
+# ---------------------------------------------------------------------------------------------
+# Algorithms: the file and the options that make the method (never the budget)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Algo:
+    label: str
+    script: str
+    args: tuple = ()
+    family: str = "ppo"  # "ppo" or "sac": which budget and smoke options apply
+
+
+ALGOS = {
+    "ppo": Algo("PPO", "ppo_continuous.py"),
+    "cbp": Algo("PPO+CBP", "ppo_cbp.py"),
+    "redo": Algo("PPO+ReDo", "ppo_redo.py"),
+    "cycle": Algo("PPO+Cycle", "ppo_cycle.py"),
+    "p3o": Algo("P3O", "p3o_continuous.py"),
+    "p3o-rt": Algo("P3O recovery training", "p3o_continuous.py", ("--recovery", "train")),
+    "p3o-none": Algo("cycle reset, no recovery", "p3o_continuous.py", ("--recovery", "none")),
+    "cbp-inds": Algo("PPO+CBP+INDS", "ppo_cbp.py", ("--inner-distill",)),
+    "redo-inds": Algo("PPO+ReDo+INDS", "ppo_redo.py", ("--inner-distill",)),
+    "cycle-inds": Algo("PPO+Cycle+INDS", "ppo_cycle.py", ("--inner-distill",)),
+    "sac": Algo("SAC", "sac_sbp.py", ("--reset", "none"), "sac"),
+    "sac-cycle": Algo("SAC+Cycle+INDS (SBP)", "sac_sbp.py", ("--reset", "cycle", "--inner-distill"), "sac"),
+    "sac-redo": Algo("SAC+ReDo+INDS", "sac_sbp.py", ("--reset", "redo", "--inner-distill"), "sac"),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Budgets
+# ---------------------------------------------------------------------------------------------
+# paper: Table 3 gives "1.25e7 / 2e7" training steps without saying which task gets which. Its
+# Table 4 (SBP 2,304 = 300 resets x 7.68 neurons averaged over six tasks) and Table 2 (PPO baseline
+# 18,310 epochs = 15M steps on average) both fit four tasks at 12.5M and two at 20M; we give 20M to
+# the two humanoids. The paper does not state SAC's length: we use 1M (sac_sbp.py's default).
+PAPER_LONG_TASKS = ("Humanoid-v5", "HumanoidStandup-v5")
+BUDGETS = {
+    "smoke": {"ppo": 8192, "sac": 2000, "seeds": 1},
+    "reduced": {"ppo": 1_000_000, "sac": 200_000, "seeds": 2},
+    "paper": {"ppo": 12_500_000, "sac": 1_000_000, "seeds": 5},
+}
+SMOKE_SCALE = 50  # smoke: step-counted schedules (reset frequency, CBP maturity) are the paper's / 50
+SMOKE_ARGS = {  # tiny networks and rollouts: a smoke run takes seconds; it checks plumbing, not learning
+    "ppo": {"--num-envs": "2", "--num-steps": "256", "--minibatch-size": "128", "--hidden-dim": "32",
+            "--metrics-every": "1"},
+    "sac": {"--learning-starts": "500", "--batch-size": "64", "--hidden-dim": "32", "--buffer-size": "10000",
+            "--distill-samples": "256", "--log-every": "100", "--metrics-every": "500"},
+}
+SMOKE_EXTRA = {  # ReDo resets floor(rate x width) neurons per layer: 0.01 x 32 is none; 0.0625 x 32 is 2
+    "ppo_redo.py": {"--reset-rate": "0.0625"}, "sac_sbp.py": {"--reset-rate": "0.0625"},
+}
+SMOKE_ROLLOUT = 512  # 2 envs x 256 steps
+SCHEDULE_DEFAULTS = {  # the files' defaults of step-counted schedules, scaled down in smoke runs
+    "ppo_cycle.py": {"--reset-frequency": 50_000}, "p3o_continuous.py": {"--reset-frequency": 50_000},
+    "ppo_redo.py": {"--reset-frequency": 50_000}, "ppo_cbp.py": {"--maturity-threshold": 10_000},
+    "sac_sbp.py": {"--reset-frequency": 10_000},
+}
+
+
+def total_steps(budget, family, env_id, override=None):
+    """Environment steps of one run under a budget (or --total-timesteps when given)."""
+    if override:
+        return int(override)
+    if budget == "paper" and family == "ppo" and env_id.split("/")[-1] in PAPER_LONG_TASKS:
+        return 20_000_000
+    return BUDGETS[budget][family]
+
+
+def budget_label(budget, override=None):
+    """The budget part of the run directories: a different length is a different run."""
+    return f"{budget}-{int(override)}" if override else budget
+
+
+def smoke_value(option, value):
+    """A step-counted schedule scaled to the smoke budget (at least one smoke rollout)."""
+    return str(max(SMOKE_ROLLOUT, int(float(value)) // SMOKE_SCALE)) if option == "--reset-frequency" \
+        else str(max(1, int(float(value)) // SMOKE_SCALE))
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiments
+# ---------------------------------------------------------------------------------------------
+MUJOCO = ("Hopper-v5", "HumanoidStandup-v5", "Walker2d-v5", "Ant-v5", "HalfCheetah-v5", "Humanoid-v5")
+DMC = ("dm_control/hopper-hop", "dm_control/walker-walk", "dm_control/cheetah-run", "dm_control/humanoid-stand",
+       "dm_control/quadruped-run", "dm_control/dog-run")
+FRICTION = tuple(f"cyclefriction/{e}" for e in MUJOCO)
+SAC_TASKS = ("Hopper-v5", "Walker2d-v5", "Ant-v5", "HalfCheetah-v5")
+PPO_METRICS = ("plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm")
+ALL_METRICS = ("plasticity/actor_dormant_ratio", "plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm",
+               "plasticity/actor_activation_norm")
+
+# The paper's numbers (mean of 5 seeds at its budget), keyed by task name without version.
+PAPER_TABLE1 = {
+    "Hopper": {"ppo": 3613, "cbp": 3606, "redo": 3828, "cycle": 3280, "p3o": 3735},
+    "HumanoidStandup": {"ppo": 144831, "cbp": 143763, "redo": 151254, "cycle": 154323, "p3o": 158361},
+    "Walker2d": {"ppo": 5878, "cbp": 5028, "redo": 5594, "cycle": 5743, "p3o": 7402},
+    "Ant": {"ppo": 3514, "cbp": 4860, "redo": 3995, "cycle": 3256, "p3o": 5683},
+    "HalfCheetah": {"ppo": 4575, "cbp": 5458, "redo": 4962, "cycle": 4843, "p3o": 9065},
+    "Humanoid": {"ppo": 972, "cbp": 3307, "redo": 2573, "cycle": 1578, "p3o": 7469},
+}
+PAPER_TABLE2 = {  # total distillation epochs, per-reset epochs, ratio to PPO epochs (18,310)
+    "Hopper": (597.66, 2.39, 0.0327), "HumanoidStandup": (638.19, 2.55, 0.0349),
+    "Walker2d": (1536.80, 6.14, 0.0840), "Ant": (7698.40, 30.79, 0.4204),
+    "HalfCheetah": (2548.40, 10.19, 0.1392), "Humanoid": (6525.25, 26.10, 0.3564),
+}
+PAPER_TABLE5_RECOVERY = {"Hopper": 809.75, "HumanoidStandup": 2731.60, "Walker2d": 524.00, "Ant": 700.20,
+                         "HalfCheetah": 253.20, "Humanoid": 485.25}
+PAPER_TABLE4 = {"cbp": (44208.6, 57.6, 100.0), "redo": (1800.0, 2.3, 22.3), "p3o": (2304.0, 3.0, 100.0)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    algo: str
+    overrides: tuple = ()  # ((option, value), ...) that differ from the file's defaults
+    label: str = ""
+
+    @property
+    def name(self):
+        return self.label or ALGOS[self.algo].label
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    variants: tuple
+    envs: tuple = MUJOCO
+    kind: str = "returns"  # returns | distill | recovery | resets
+    metrics: tuple = ()
+    paper_returns: dict = field(default_factory=dict)
+    note: str = ""
+
+
+def _sweep(algo, option, values, default, fmt):
+    return tuple(Variant(algo, () if v == default else ((option, str(v)),), fmt(v) + (" (default)" if v == default
+                                                                                     else "")) for v in values)
+
+
+BASELINES = tuple(Variant(a) for a in ("ppo", "cbp", "redo", "cycle", "p3o"))
+EXPERIMENTS = {e.name: e for e in [
+    Experiment("table1", "Table 1 and Fig. 4-6: PPO and reset strategies on MuJoCo", BASELINES, MUJOCO,
+               metrics=PPO_METRICS, paper_returns=PAPER_TABLE1),
+    Experiment("dmc", "Fig. 9: reset strategies on DeepMind Control", BASELINES, DMC, metrics=PPO_METRICS,
+               note="The paper gives curves only."),
+    Experiment("friction", "Fig. 8: reset strategies on Cycle Friction", BASELINES, FRICTION, metrics=PPO_METRICS,
+               note="The paper gives curves only. Friction x 4, 3, 2, 1, 2, ... changing every 1M steps at the "
+                    "paper budget, every total/8 steps below it (so a shorter run still sees the cycle)."),
+    Experiment("table2", "Table 2: extra distillation epochs of P3O", (Variant("p3o"),), MUJOCO, kind="distill"),
+    Experiment("table5", "Table 5 and Fig. 21: distillation vs recovery-training epochs",
+               (Variant("p3o"), Variant("p3o-rt")), MUJOCO, kind="recovery"),
+    Experiment("table4", "Table 4: reset statistics over the actor's hidden neurons",
+               (Variant("cbp"), Variant("redo"), Variant("p3o", label="SBP (P3O)")), MUJOCO, kind="resets",
+               metrics=("plasticity/actor_weight_magnitude",)),
+    Experiment("table6", "Table 6 / Fig. 23-27: SAC with SBP", (Variant("sac"), Variant("sac-cycle"),
+                                                                 Variant("sac-redo")), SAC_TASKS, metrics=ALL_METRICS,
+               note="The paper gives curves only (Fig. 23); Table 6 is SAC+SBP's configuration, sac_sbp.py's "
+                    "defaults: reset frequency 10,000 steps, reset rate 0.01, alpha 0.8, replay buffer 1M, "
+                    "distillation samples 8,192."),
+    Experiment("fig1", "Fig. 1: PPO with 5 / 10 / 20 / 40 epochs per update",
+               _sweep("ppo", "--update-epochs", (5, 10, 20, 40), 10, lambda v: f"{v} epochs"), MUJOCO,
+               metrics=PPO_METRICS),
+    Experiment("activation", "Ablation A.4.1 (Fig. 11-16): tanh vs ReLU",
+               BASELINES + tuple(Variant(v.algo, (("--activation", "relu"),), v.name + " relu") for v in BASELINES),
+               MUJOCO, metrics=ALL_METRICS),
+    Experiment("alpha", "Ablation 5.3 (Fig. 10): distillation alpha of P3O",
+               _sweep("p3o", "--distill-alpha", (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), 0.4,
+                      lambda v: f"alpha {v}"), MUJOCO),
+    Experiment("reset-rate", "Ablation A.4.2 (Fig. 17): reset rate of P3O",
+               _sweep("p3o", "--reset-rate", (0.01, 0.05, 0.1, 0.5, 1.0), 0.01, lambda v: f"rate {v}"), MUJOCO,
+               note="The paper does not list its values; we sweep 0.01 (default) to 1.0 (whole network)."),
+    Experiment("reset-frequency", "Ablation A.4.3 (Fig. 18): reset frequency of P3O",
+               _sweep("p3o", "--reset-frequency", (20_000, 40_000, 50_000, 80_000, 100_000), 50_000,
+                      lambda v: f"every {v:,}"), MUJOCO),
+    Experiment("reset-range", "Ablation A.4.4 (Fig. 19-20): share of the layer the cycle walks",
+               _sweep("p3o", "--reset-range", (0.2, 0.5, 0.8, 1.0), 1.0, lambda v: f"range {v}"), MUJOCO,
+               metrics=PPO_METRICS),
+    Experiment("recovery", "Ablation A.4.5 (Fig. 21): inner distillation vs recovery training",
+               (Variant("p3o"), Variant("p3o-rt"), Variant("p3o-none")), MUJOCO, kind="recovery"),
+    Experiment("inds", "Ablation A.4.5 (Fig. 22): baselines with inner distillation (INDS)",
+               tuple(Variant(a) for a in ("cbp", "cbp-inds", "redo", "redo-inds", "cycle", "cycle-inds")), MUJOCO),
+]}
+ALIASES = {"sac": "table6"}
+GROUPS = {"ablations": ("activation", "alpha", "reset-rate", "reset-frequency", "reset-range", "recovery", "inds")}
+
+# ---------------------------------------------------------------------------------------------
+# Planning: configurations, their directories, their state, their commands
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    variant: Variant
+    env: str
+    seed: int
+    total: int
+    directory: Path  # the configuration's directory, passed as --run-dir
+    args: dict  # option -> value (None for a flag), budget options first, overrides last
+
+    @property
+    def name(self):
+        return self.directory.name
+
+    @property
+    def script(self):
+        return ALGOS[self.variant.algo].script
+
+
+def env_dirname(env_id):
+    return env_id.replace("/", "_")
+
+
+def task_name(env_id):
+    """'Hopper' for Hopper-v5 and cyclefriction/Hopper-v5, 'hopper-hop' for dm_control/hopper-hop."""
+    return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+
+
+def run_options(variant, env, budget, total):
+    """Budget options, then the method's overrides (scaled for smoke); returns (options, overrides used)."""
+    algo = ALGOS[variant.algo]
+    options = {}
+    if budget == "smoke":
+        options.update(SMOKE_ARGS[algo.family])
+        options.update(SMOKE_EXTRA.get(algo.script, {}))
+        for option, default in SCHEDULE_DEFAULTS.get(algo.script, {}).items():
+            options[option] = smoke_value(option, default)
+    if env.startswith("cyclefriction/") and budget != "paper":
+        options["--friction-period"] = str(max(1, total // 8))
+    overrides = []
+    for option, value in variant.overrides:
+        if budget == "smoke" and option in SCHEDULE_DEFAULTS.get(algo.script, {}):
+            value = smoke_value(option, value)
+        options[option] = value
+        overrides.append((option, value))
+    return options, overrides
+
+
+def config_dirname(variant, env, seed, overrides):
+    suffix = "".join(f"__{o.lstrip('-')}={v}" for o, v in overrides)
+    return f"{variant.algo}__{env_dirname(env)}__seed{seed}{suffix}"
+
+
+def plan(experiment, budget, seeds, envs, algos, runs_dir, total_override=None):
+    """The runs of an experiment: [Run], and the variants skipped because their file is missing."""
+    runs, missing = [], []
+    label = budget_label(budget, total_override)
+    for variant in experiment.variants:
+        if algos and variant.algo not in algos:
+            continue
+        if not (ROOT / ALGOS[variant.algo].script).is_file():
+            missing.append(variant)
+            continue
+        for env in envs:
+            total = total_steps(budget, ALGOS[variant.algo].family, env, total_override)
+            options, overrides = run_options(variant, env, budget, total)
+            for seed in seeds:
+                directory = Path(runs_dir) / label / config_dirname(variant, env, seed, overrides)
+                runs.append(Run(variant, env, seed, total, directory, options))
+    return runs, missing
+
+
+def load_checkpoint(path):
+    import torch
+
+    return torch.load(Path(path) / "checkpoint.pt", weights_only=False, map_location="cpu")
+
+
+def target_steps(total, ckpt_args):
+    """The last step a run of `total` steps reaches: PPO runs whole rollouts of num_envs x num_steps."""
+    batch = int(ckpt_args.get("num_envs", 1)) * int(ckpt_args.get("num_steps", 1))
+    return total - total % batch if total >= batch else total
+
+
+@dataclass
+class State:
+    status: str  # done | partial | new
+    run_path: Path = None  # the timestamped run directory, when one exists
+    step: int = 0
+    checkpoint: dict = None
+
+
+def run_state(run):
+    """done: the checkpoint reached the run's steps; partial: a checkpoint short of them (resume);
+    new: no run directory, or one without a checkpoint (the run died before its first one)."""
+    subdirs = sorted(p for p in run.directory.iterdir() if p.is_dir()) if run.directory.is_dir() else []
+    with_ckpt = [p for p in subdirs if (p / "checkpoint.pt").is_file()]
+    if len(with_ckpt) > 1:
+        raise SystemExit(f"error: {run.directory} holds {len(with_ckpt)} runs with checkpoints "
+                         f"({', '.join(p.name for p in with_ckpt)}); keep one and run again")
+    if not with_ckpt:
+        return State("new", subdirs[0] if subdirs else None)
+    ckpt = load_checkpoint(with_ckpt[0])
+    step = int(ckpt["global_step"])
+    done = step >= target_steps(run.total, ckpt.get("args", {}))
+    return State("done" if done else "partial", with_ckpt[0], step, ckpt)
+
+
+def command(run, state, threads, cuda=False):
+    """argv of the run: a fresh start, or --resume of its checkpoint with the budget's steps."""
+    cmd = [sys.executable, run.script]
+    if state.status == "partial":
+        cmd += ["--resume", str(state.run_path), "--total-timesteps", str(run.total)]
+    else:
+        cmd += ["--env-id", run.env, "--seed", str(run.seed), "--total-timesteps", str(run.total),
+                "--threads", str(threads), "--run-dir", str(run.directory),
+                "--exp-name", run.variant.algo + "".join(f"_{o.lstrip('-')}-{v}" for o, v in run.variant.overrides)]
+        cmd += list(ALGOS[run.variant.algo].args)
+        for option, value in run.args.items():
+            cmd += [option] if value is None else [option, value]
+    if cuda:
+        cmd.append("--cuda")
+    return cmd
+
+
+def prepare(run, state):
+    """Before a fresh start, move a stale run directory without a checkpoint out of the way."""
+    run.directory.mkdir(parents=True, exist_ok=True)
+    if state.status == "new":
+        for stale in (p for p in run.directory.iterdir() if p.is_dir()):
+            print(f"removing {stale}: it has no checkpoint (the run stopped before its first one)")
+            shutil.rmtree(stale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+PROGRESS_RE = re.compile(r"step\s+([\d,]+)\s*/\s*([\d,]+)(?:.*?SPS\s+([\d,]+))?(?:.*?ETA\s+([\d.]+)\s*min)?")
+
+
+def parse_progress(text):
+    """(step, total, sps, eta_min) of the last progress line of an algorithm file's output, or None."""
+    for line in reversed(text.splitlines()):
+        m = PROGRESS_RE.search(line)
+        if m:
+            num = lambda s: int(s.replace(",", "")) if s else None  # noqa: E731
+            return num(m.group(1)), num(m.group(2)), num(m.group(3)), float(m.group(4)) if m.group(4) else None
+    return None
+
+
+def tail(path, size=4096):
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def progress_line(done, total, failed, running):
+    """running: [(name, log path)]."""
+    parts = [f"[{time.strftime('%H:%M:%S')}] {done}/{total} done" + (f", {failed} failed" if failed else "")
+             + f", {len(running)} running"]
+    for name, log in running:
+        p = parse_progress(tail(log))
+        if p:
+            step, total_steps_, sps, eta = p
+            parts.append(f"{name} {step:,}/{total_steps_:,}" + (f" SPS {sps:,}" if sps is not None else "")
+                         + (f" ETA {eta:.1f} min" if eta is not None else ""))
+        else:
+            parts.append(f"{name} starting")
+    return " | ".join(parts)
+
+
+def child_env(threads):
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def run_local(jobs, workers, threads, progress_every=30.0, poll=0.5):
+    """Run [(run, argv)] in a pool of `workers` subprocesses, output appended to <config dir>/stdout.log.
+    Ctrl-C is passed on to the runs (each finishes its update and writes a checkpoint). Returns failures."""
+    pending, running, failed, finished = list(jobs), {}, [], 0
+    last_print = 0.0
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                run, argv = pending.pop(0)
+                log = open(run.directory / "stdout.log", "a")
+                log.write(f"\n$ {' '.join(argv)}\n")
+                log.flush()
+                proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=child_env(threads))
+                running[proc] = (run, log)
+            time.sleep(poll)
+            for proc in [p for p in running if p.poll() is not None]:
+                run, log = running.pop(proc)
+                log.close()
+                finished += 1
+                if proc.returncode:
+                    failed.append(run)
+                    print(f"FAILED ({proc.returncode}) {run.name}; the end of {run.directory / 'stdout.log'}:\n"
+                          + "\n".join(tail(run.directory / "stdout.log", 2000).splitlines()[-8:]), flush=True)
+                last_print = 0.0
+            if time.time() - last_print >= progress_every or not (pending or running):
+                print(progress_line(finished - len(failed), len(jobs), len(failed),
+                                    [(r.name, r.directory / "stdout.log") for r, _ in running.values()]), flush=True)
+                last_print = time.time()
+    except KeyboardInterrupt:
+        print("\nCtrl-C: asking the running runs to checkpoint and stop (Ctrl-C again kills them)", flush=True)
+        for proc in running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        try:
+            for proc in running:
+                proc.wait()
+        except KeyboardInterrupt:
+            for proc in running:
+                proc.kill()
+        raise SystemExit(130)
+    return failed
+
+
+def slurm_parameters(opts):
+    """submitit parameters of the job array (slurm_* names are ignored by the local/debug executors)."""
+    params = {"timeout_min": opts.slurm_time, "cpus_per_task": opts.slurm_cpus, "slurm_array_parallelism":
+              opts.slurm_array_parallelism, "name": "reproduce"}
+    if opts.slurm_partition:
+        params["slurm_partition"] = opts.slurm_partition
+    if opts.slurm_gpus:
+        params["gpus_per_node"] = opts.slurm_gpus
+    if opts.slurm_mem_gb:
+        params["mem_gb"] = opts.slurm_mem_gb
+    return params
+
+
+def submit(jobs, opts, cluster=None):
+    """Submit [(run, argv)] as one job array through submitit; cluster=None is Slurm (submitit's
+    'debug' and 'local' run the same array here, for tests). Returns the submitit jobs."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=opts.slurm_logs, cluster=cluster or "slurm")
+    executor.update_parameters(**slurm_parameters(opts))
+    env = child_env(opts.threads)
+    with executor.batch():
+        submitted = [executor.submit(submitit.helpers.CommandFunction(argv, cwd=str(ROOT), env=env))
+                     for _, argv in jobs]
+    for (run, _), job in zip(jobs, submitted):
+        (run.directory / "slurm_job").write_text(f"{job.job_id}\n")
+    return submitted
+
+
+def wait_jobs(jobs, submitted, progress_every=60.0):
+    failed = []
+    while True:
+        states = [j.done() for j in submitted]
+        running = [(run.name, job.paths.stdout) for (run, _), job, d in zip(jobs, submitted, states) if not d]
+        print(progress_line(len(jobs) - len(running), len(jobs), 0, running[:8]), flush=True)
+        if not running:
+            break
+        time.sleep(progress_every)
+    for (run, _), job in zip(jobs, submitted):
+        try:
+            job.result()
+        except Exception as e:  # noqa: BLE001 - a failed run is reported, the others are aggregated
+            failed.append(run)
+            print(f"FAILED {run.name}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+    return failed
+
+
+def slurm_pending(run):
+    """True when this run was submitted to Slurm and sacct says it is still queued or running."""
+    marker = run.directory / "slurm_job"
+    if not marker.is_file() or not shutil.which("sacct"):
+        return False
+    job_id = marker.read_text().strip()
+    out = subprocess.run(["sacct", "-n", "-X", "-o", "State", "-j", job_id], capture_output=True, text=True).stdout
+    return any(s in out for s in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs (TensorBoard events, checkpoints)
+# ---------------------------------------------------------------------------------------------
+
+
+def drop_orphaned(points):
+    """Points (step, value) in the order logged. A resumed run logs again from its checkpoint's step,
+    so the first run's points past that step are orphans: drop every earlier point whose step is
+    beyond a later point's step (points at equal steps, e.g. two episodes ending at once, stay)."""
+    kept = []
+    for step, value in points:
+        while kept and kept[-1][0] > step:
+            kept.pop()
+        kept.append((step, value))
+    return kept
+
+
+def read_scalars(run_path, tags=None):
+    """{tag: [(step, value), ...]} from a run directory's TensorBoard event files, orphans dropped."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    available = acc.Tags()["scalars"]
+    return {t: drop_orphaned([(e.step, e.value) for e in acc.Scalars(t)]) for t in available
+            if tags is None or t in tags}
+
+
+def final_return(points, last_share=0.1):
+    """Mean of the last `last_share` (at least one) of the logged episodic returns; nan if none."""
+    if not points:
+        return float("nan")
+    values = [v for _, v in points]
+    k = max(1, math.ceil(len(values) * last_share))
+    return float(np.mean(values[-k:]))
+
+
+def reset_statistics(reset_counts):
+    """The paper's Table 4 from per-neuron reset counts (hidden layers x width)."""
+    counts = np.asarray(reset_counts)
+    return {"neurons": int(counts.size), "total_resets": float(counts.sum()),
+            "avg_resets_per_neuron": float(counts.mean()), "share_neurons_reset": float((counts > 0).mean())}
+
+
+METHOD_STATE_KEYS = ("sbp", "cycle", "redo", "cbp")
+
+
+def method_statistics(ckpt):
+    """Reset and epoch counts from a checkpoint's method state (p3o/sac: "sbp", ppo_cycle: "cycle",
+    ppo_redo: "redo", ppo_cbp: "cbp" with per-network states, the actor's counted)."""
+    state = next((ckpt[k] for k in METHOD_STATE_KEYS if isinstance(ckpt.get(k), dict)), None)
+    if state is None:
+        return {}
+    counts_holder = state["actor"] if isinstance(state.get("actor"), dict) else state
+    out = {}
+    if counts_holder.get("reset_counts") is not None:
+        out.update(reset_statistics(counts_holder["reset_counts"]))
+    for key in ("resets", "distill_epochs", "ppo_epochs", "recovery_epochs"):
+        if state.get(key) is not None:
+            out[key] = float(state[key])
+    if out.get("resets") and "distill_epochs" in out:
+        out["distill_per_reset"] = out["distill_epochs"] / out["resets"]
+    if out.get("ppo_epochs") and "distill_epochs" in out:
+        out["distill_to_ppo"] = out["distill_epochs"] / out["ppo_epochs"]
+    return out
+
+
+CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_timesteps", "status", "steps",
+              "final_return", "episodes", "neurons", "total_resets", "avg_resets_per_neuron", "share_neurons_reset",
+              "resets", "distill_epochs", "distill_per_reset", "ppo_epochs", "distill_to_ppo", "recovery_epochs",
+              "run_dir"]
+
+
+def summarize(run, state, experiment_name, budget):
+    """One CSV row: the run's configuration, its status, and (when finished) its final values."""
+    row = {"experiment": experiment_name, "variant": run.variant.name, "algo": run.variant.algo, "env": run.env,
+           "seed": run.seed, "budget": budget, "total_timesteps": run.total, "status": state.status,
+           "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT)}
+    if state.status == "done":
+        returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
+        row.update(final_return=final_return(returns), episodes=len(returns))
+        row.update(method_statistics(state.checkpoint))
+    return row
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path):
+    """Rows of a runs CSV with numbers as floats (empty cells dropped)."""
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            out = {}
+            for k, v in row.items():
+                if v == "":
+                    continue
+                try:
+                    out[k] = float(v) if k not in ("variant", "algo", "env", "status", "budget", "run_dir",
+                                                   "experiment") else v
+                except ValueError:
+                    out[k] = v
+            rows.append(out)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation (pure functions over CSV rows) and Markdown
+# ---------------------------------------------------------------------------------------------
+
+
+def mean_std(values):
+    """(mean, std with ddof=0, n) of the finite values; (nan, nan, 0) when there are none."""
+    vals = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if vals.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(vals.mean()), float(vals.std()), int(vals.size)
+
+
+def cell(rows, key, fmt="{:,.0f}", paper=None, want=None):
+    """'mean ± std' of `key` over rows (finished runs), '(n=k)' when fewer than `want` seeds,
+    '(paper X)' beside it when the paper has a number."""
+    mean, std, n = mean_std([r.get(key) for r in rows if r.get("status") == "done"])
+    text = "—" if n == 0 else f"{fmt.format(mean)} ± {fmt.format(std)}"
+    if n and want and n < want:
+        text += f" (n={n})"
+    if paper is not None:
+        text += f" (paper {fmt.format(paper)})"
+    return text
+
+
+def select(rows, **conditions):
+    return [r for r in rows if all(r.get(k) == v for k, v in conditions.items())]
+
+
+def markdown_table(header, body):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def returns_table(rows, variants, envs, paper=None, want=None):
+    """Rows: tasks; columns: variants; cells: final return mean ± std (paper X)."""
+    body = []
+    for env in envs:
+        line = [env]
+        for v in variants:
+            ref = (paper or {}).get(task_name(env), {}).get(v.algo) if not v.overrides else None
+            line.append(cell(select(rows, env=env, variant=v.name), "final_return", paper=ref, want=want))
+        body.append(line)
+    return markdown_table(["task"] + [v.name for v in variants], body)
+
+
+def distill_table(rows, envs, want=None):
+    """Table 2's layout: quantities as rows, tasks as columns (P3O runs)."""
+    spec = [("Total distillation epochs", "distill_epochs", "{:,.1f}", 0),
+            ("Per-reset epochs", "distill_per_reset", "{:,.2f}", 1),
+            ("Epoch ratio (distillation / PPO epochs)", "distill_to_ppo", "{:.4f}", 2),
+            ("PPO epochs", "ppo_epochs", "{:,.0f}", None), ("Resets", "resets", "{:,.0f}", None)]
+    body = []
+    for label, key, fmt, paper_index in spec:
+        body.append([label] + [cell(select(rows, env=env, algo="p3o"), key, fmt, want=want, paper=(
+            PAPER_TABLE2.get(task_name(env), (None,) * 3)[paper_index] if paper_index is not None else None))
+            for env in envs])
+    return markdown_table([""] + list(envs), body)
+
+
+def recovery_table(rows, envs, want=None):
+    """Table 5's layout: distillation epochs of P3O and recovery epochs of P3O with --recovery train."""
+    body = [["Distillation epochs (P3O)"] + [cell(select(rows, env=e, algo="p3o"), "distill_epochs", "{:,.1f}",
+                                                  PAPER_TABLE2.get(task_name(e), (None,))[0], want) for e in envs],
+            ["Recovery epochs (recovery training)"] + [cell(select(rows, env=e, algo="p3o-rt"), "recovery_epochs",
+                                                            "{:,.1f}", PAPER_TABLE5_RECOVERY.get(task_name(e)), want)
+                                                       for e in envs]]
+    return markdown_table([""] + list(envs), body)
+
+
+def resets_table(rows, variants, envs=None):
+    """Table 4: per method, over all its finished runs (tasks x seeds): total resets, average resets
+    per neuron, share of neurons reset (%). With envs, one row per method and task instead."""
+    body = []
+    for v in variants:
+        for env in (envs or [None]):
+            sel = select(rows, variant=v.name, **({"env": env} if env else {}))
+            sel = [{**r, "share_pct": 100 * r["share_neurons_reset"]} if "share_neurons_reset" in r else r
+                   for r in sel]
+            paper = PAPER_TABLE4.get(v.algo, (None,) * 3) if env is None else (None,) * 3
+            neurons = {int(r["neurons"]) for r in sel if r.get("status") == "done" and "neurons" in r}
+            body.append(([v.name] if env is None else [v.name, env])
+                        + [", ".join(map(str, sorted(neurons))) or "—",
+                           cell(sel, "total_resets", "{:,.1f}", paper[0]),
+                           cell(sel, "avg_resets_per_neuron", "{:,.2f}", paper[1]),
+                           cell(sel, "share_pct", "{:.1f}", paper[2])])
+    header = ["method"] + ([] if envs is None else ["task"]) + ["neurons", "total resets", "average resets",
+                                                                "reset proportion (%)"]
+    return markdown_table(header, body)
+
+
+def reproduce_command(name, budget, seeds, envs, variants):
+    """The command line that reproduces a table (with the selection that produced it)."""
+    cmd = f"python reproduce.py {name} --budget {budget.split('-')[0]}"
+    if "-" in budget:
+        cmd += f" --total-timesteps {budget.split('-')[1]}"
+    cmd += " --seeds " + " ".join(map(str, seeds))
+    if tuple(envs) != EXPERIMENTS[name].envs:
+        cmd += " --envs " + " ".join(envs)
+    algos = list(dict.fromkeys(v.algo for v in variants))
+    if algos != list(dict.fromkeys(v.algo for v in EXPERIMENTS[name].variants)):
+        cmd += " --algos " + " ".join(algos)
+    return cmd
+
+
+def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_note):
+    want = len(seeds)
+    done = len(select(rows, status="done"))
+    out = [f"# {experiment.title}", "",
+           f"Budget **{budget}**: {steps_note}; seeds {', '.join(map(str, seeds))}; {done}/{len(rows)} runs "
+           f"finished. Produced by `{reproduce_command(experiment.name, budget, seeds, envs, variants)}`.", "",
+           "Final return of a run: mean of the last 10% of its logged episodic returns. Cells: mean ± std "
+           "(ddof=0) over seeds; (n=k) where fewer seeds finished; (paper X): the paper's mean of 5 seeds at "
+           "12.5M-20M steps, which a shorter budget is not expected to reach.", ""]
+    if experiment.note:
+        out += [experiment.note, ""]
+    if experiment.kind == "distill":
+        out += ["## Distillation epochs (paper Table 2; paper's PPO baseline: 18,310 epochs)", "",
+                distill_table(rows, envs, want), ""]
+    elif experiment.kind == "recovery":
+        out += ["## Distillation vs recovery-training epochs (paper Table 5)", "", recovery_table(rows, envs, want),
+                ""]
+    elif experiment.kind == "resets":
+        out += ["## Reset statistics of the actor's hidden neurons (paper Table 4: 768 neurons, mean over six "
+                "tasks)", "", resets_table(rows, variants), "", "Per task:", "",
+                resets_table(rows, variants, envs), ""]
+    out += ["## Final return", "", returns_table(rows, variants, envs, experiment.paper_returns, want), ""]
+    missing = [r for r in rows if r.get("status") != "done"]
+    if missing:
+        out += ["Not finished (not in the cells): " + ", ".join(f"{r['variant']} {r['env']} seed {r['seed']} "
+                                                               f"({r['status']})" for r in missing), ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+def binned_mean(points, edges):
+    """Mean of the values in each step bin [edges[i], edges[i+1]); empty bins carry the last value."""
+    out = np.full(len(edges) - 1, np.nan)
+    if not points:
+        return out
+    steps = np.array([p[0] for p in points], dtype=float)
+    values = np.array([p[1] for p in points], dtype=float)
+    idx = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, len(edges) - 2)
+    for i in range(len(out)):
+        sel = values[idx == i]
+        if sel.size:
+            out[i] = sel.mean()
+        elif i and np.isfinite(out[i - 1]) and steps.max() >= edges[i]:
+            out[i] = out[i - 1]
+    return out
+
+
+def mean_band(curves):
+    """Mean and std (ddof=0) over seeds of binned curves; bins with no seed are nan."""
+    stacked = np.vstack(curves)
+    with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
+
+
+def plot_panels(path, title, ylabel, panels, bins=50):
+    """panels: {env: {label: [points of each seed]}}; one panel per task, one line per label with a
+    shaded band of one std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(panels)
+    cols = min(3, len(envs))
+    rows = math.ceil(len(envs) / cols)
+    labels = list(dict.fromkeys(label for env in envs for label in panels[env]))
+    ncol = max(1, min(len(labels), 2 * cols))
+    legend_height = 0.25 * math.ceil(len(labels) / ncol) + 0.2
+    height = 3.4 * rows + 0.7 + legend_height
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, height), squeeze=False)
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    styles = {label: "-" if i < 10 else "--" for i, label in enumerate(labels)}
+    for ax, env in zip(axes.flat, envs):
+        longest = max((p[-1][0] for runs in panels[env].values() for p in runs if p), default=0)
+        if longest <= 0:
+            ax.set_title(f"{env} (no data)")
+            continue
+        edges = np.linspace(0, longest, bins + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        for label, runs in panels[env].items():
+            runs = [p for p in runs if p]
+            if not runs:
+                continue
+            mean, std = mean_band([binned_mean(p, edges) for p in runs])
+            ax.plot(centres, mean, styles[label], color=colours[label], label=label)
+            ax.fill_between(centres, mean - std, mean + std, alpha=0.2, color=colours[label])
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.axis("off")
+    handles = [matplotlib.lines.Line2D([], [], color=colours[lb], linestyle=styles[lb]) for lb in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1 - 0.45 / height))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def figures(out_dir, stem, title, finished, tags):
+    """finished: [(variant label, env, run path)]; writes one PNG per tag, returns their paths."""
+    cache = {}
+    for _, _, path in finished:
+        cache[path] = read_scalars(path, set(tags))
+    written = []
+    for tag in tags:
+        panels = {}
+        for label, env, path in finished:
+            panels.setdefault(env, {}).setdefault(label, []).append(cache[path].get(tag, []))
+        if not any(p for runs in panels.values() for group in runs.values() for p in group):
+            continue
+        name = "curves" if tag == "charts/episodic_return" else tag.split("/")[-1]
+        file = out_dir / f"{name}_{stem}.png"
+        seeds = sorted({len(g) for runs in panels.values() for g in runs.values()})
+        plot_panels(file, f"{title}: {tag.split('/')[-1]}, mean ± std over {'/'.join(map(str, seeds))} seed(s)",
+                    "episodic return" if name == "curves" else name, panels)
+        written.append(file)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation of one experiment
+# ---------------------------------------------------------------------------------------------
+
+
+def aggregate(experiment, runs, states, opts):
+    """Write results/<experiment>/<experiment>_<budget>.md, runs_<budget>.csv and the figures."""
+    label = budget_label(opts.budget, opts.total_timesteps)
+    out_dir = Path(opts.results_dir) / experiment.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [summarize(r, states[r.directory], experiment.name, label) for r in runs]
+    write_csv(out_dir / f"runs_{label}.csv", rows)
+    variants = list(dict.fromkeys(r.variant for r in runs))
+    envs = list(dict.fromkeys(r.env for r in runs))
+    seeds = sorted({r.seed for r in runs})
+    steps = sorted({r.total for r in runs})
+    steps_note = " / ".join(f"{s:,}" for s in steps) + " environment steps per run"
+    (out_dir / f"{experiment.name}_{label}.md").write_text(
+        experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note))
+    finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
+                if states[r.directory].status == "done"]
+    written = figures(out_dir, label, f"{experiment.name} [{label}]",
+                      finished, ("charts/episodic_return",) + tuple(experiment.metrics))
+    print(f"wrote {out_dir / f'{experiment.name}_{label}.md'}, {out_dir / f'runs_{label}.csv'}"
+          + "".join(f", {w.name}" for w in written))
+    return out_dir
+
+
+def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
+    """The `metrics` command on arbitrary run directories: group by the run's exp_name and env."""
+    finished = []
+    for p in map(Path, paths):
+        run_path = p if (p / "checkpoint.pt").is_file() else next(
+            (d for d in sorted(p.iterdir()) if (d / "checkpoint.pt").is_file()), None) if p.is_dir() else None
+        if run_path is None:
+            print(f"skipping {p}: no run with a checkpoint there")
+            continue
+        args = load_checkpoint(run_path).get("args", {})
+        finished.append((args.get("exp_name", p.name), args.get("env_id", "?"), run_path))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return figures(out_dir, stem, "Plasticity metrics", finished, tags)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    names = sorted(EXPERIMENTS) + sorted(ALIASES) + sorted(GROUPS) + ["metrics", "list"]
+    cores = os.cpu_count() or 1
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
+                                epilog="Experiments: " + ", ".join(names) + ". `reproduce.py list` describes them.")
+    p.add_argument("experiment", choices=names, help="what to reproduce (see `list`)")
+    p.add_argument("--budget", choices=list(BUDGETS), default="reduced",
+                   help="smoke: seconds per run, plumbing only (tiny networks, 8,192 PPO / 2,000 SAC steps, 1 seed);\n"
+                        "reduced: 1M PPO / 200k SAC steps, 2 seeds, the paper's hyperparameters;\n"
+                        "paper: 12.5M (20M on Humanoid, HumanoidStandup) PPO / 1M SAC steps, 5 seeds")
+    p.add_argument("--total-timesteps", type=int, help="override the budget's steps per run (own directories)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seed numbers (default: 1..the budget's seed count)")
+    p.add_argument("--envs", nargs="+", help="tasks (default: the experiment's)")
+    p.add_argument("--algos", nargs="+", choices=sorted(ALGOS), help="only these algorithms of the experiment")
+    p.add_argument("--workers", type=int, default=max(1, cores // 2), help="local runs at once (default: cores/2)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers, at least 1)")
+    p.add_argument("--cuda", action="store_true", help="pass --cuda to every run")
+    p.add_argument("--dry-run", action="store_true", help="print what would run and the commands, run nothing")
+    p.add_argument("--aggregate-only", action="store_true", help="run nothing; write tables/figures from what exists")
+    p.add_argument("--runs-dir", default="runs/reproduce", help="root of the run directories")
+    p.add_argument("--results-dir", default="results", help="root of the tables and figures")
+    p.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress lines")
+    p.add_argument("--from", dest="source", default="table1",
+                   help="metrics: the experiment whose runs to plot (default table1)")
+    p.add_argument("--paths", nargs="+", help="metrics: plot these run directories instead")
+    s = p.add_argument_group("Slurm (--launcher slurm, through submitit)")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    s.add_argument("--slurm-partition", help="partition")
+    s.add_argument("--slurm-time", type=int, default=24 * 60, help="minutes per run (default 1440); a run "
+                   "cut by the limit is resumed from its checkpoint when the command is run again")
+    s.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per run (default 4; also the runs' torch threads)")
+    s.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run (> 0 adds --cuda)")
+    s.add_argument("--slurm-mem-gb", type=int, help="memory per run")
+    s.add_argument("--slurm-array-parallelism", type=int, default=64, help="array tasks running at once")
+    s.add_argument("--slurm-logs", default="runs/reproduce/slurm", help="submitit's folder (job logs)")
+    s.add_argument("--wait", action="store_true", help="wait for the jobs, then write the tables")
+    opts = p.parse_args(argv)
+    opts.experiment = ALIASES.get(opts.experiment, opts.experiment)
+    if opts.launcher == "slurm":
+        opts.threads = opts.threads or opts.slurm_cpus
+        opts.cuda = opts.cuda or opts.slurm_gpus > 0
+    opts.threads = opts.threads or max(1, cores // max(1, opts.workers))
+    opts.seeds = opts.seeds or list(range(1, BUDGETS[opts.budget]["seeds"] + 1))
+    if opts.workers < 1 or opts.threads < 1:
+        p.error("--workers and --threads must be >= 1")
+    return opts
+
+
+def describe():
+    lines = []
+    for name, e in EXPERIMENTS.items():
+        alias = [a for a, t in ALIASES.items() if t == name]
+        lines.append(f"{name}{' (' + ', '.join(alias) + ')' if alias else ''}: {e.title}")
+        lines.append("    variants: " + "; ".join(f"{v.name} = {ALGOS[v.algo].script}"
+                                                  + "".join(f" {a}" for a in ALGOS[v.algo].args)
+                                                  + "".join(f" {o} {x}" for o, x in v.overrides)
+                                                  for v in e.variants))
+        lines.append("    tasks: " + ", ".join(e.envs))
+    for g, members in GROUPS.items():
+        lines.append(f"{g}: all of {', '.join(members)}")
+    lines.append("metrics: plasticity figures (dormant ratio, weight, gradient and activation norms) of the finished "
+                 "runs of --from EXPERIMENT (default table1), or of --paths DIR...")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    if opts.experiment == "list":
+        print(describe())
+        return 0
+    label = budget_label(opts.budget, opts.total_timesteps)
+    if opts.experiment == "metrics" and opts.paths:
+        metrics_figures(opts.paths, Path(opts.results_dir) / "metrics" / "paths", label)
+        return 0
+    source = opts.source if opts.experiment == "metrics" else opts.experiment
+    names = GROUPS.get(source, (ALIASES.get(source, source),))
+    for name in names:
+        if name not in EXPERIMENTS:
+            raise SystemExit(f"error: unknown experiment {name!r}; one of {', '.join(EXPERIMENTS)}")
+
+    plans = {}
+    for name in names:
+        experiment = EXPERIMENTS[name]
+        runs, missing = plan(experiment, opts.budget, opts.seeds, opts.envs or experiment.envs, opts.algos,
+                             opts.runs_dir, opts.total_timesteps)
+        for v in missing:
+            print(f"{name}: skipping {v.name}: {ALGOS[v.algo].script} is not in this repository")
+        plans[name] = runs
+    unique = {r.directory: r for runs in plans.values() for r in runs}
+    if not unique:
+        raise SystemExit("error: nothing to run (every algorithm file of this selection is missing, or the "
+                         "--algos filter left no variant)")
+    states = {d: run_state(r) for d, r in unique.items()}
+    counts = {s: sum(st.status == s for st in states.values()) for s in ("done", "partial", "new")}
+    print(f"{', '.join(names)} [{label}]: {len(unique)} runs: {counts['done']} finished (skipped), "
+          f"{counts['partial']} to resume, {counts['new']} to start")
+
+    if opts.experiment == "metrics":
+        for name in names:
+            finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in plans[name]
+                        if states[r.directory].status == "done"]
+            out_dir = Path(opts.results_dir) / "metrics" / name
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for w in figures(out_dir, label, f"{name} [{label}]", finished, ALL_METRICS):
+                print(f"wrote {w}")
+        return 0
+
+    todo = [(r, states[d]) for d, r in unique.items() if states[d].status != "done"]
+    if opts.launcher == "slurm":
+        queued = {r.directory for r, _ in todo if slurm_pending(r)}
+        if queued:
+            print(f"{len(queued)} runs are still queued or running on Slurm; not submitting them again")
+            todo = [(r, s) for r, s in todo if r.directory not in queued]
+    jobs = [(r, command(r, s, opts.threads, opts.cuda)) for r, s in todo]
+    if opts.dry_run:
+        for (r, s), (_, argv) in zip(todo, jobs):
+            print(f"# {r.name} ({s.status}{f', at step {s.step:,}' if s.status == 'partial' else ''})")
+            print(" ".join(argv[:1] + [os.path.relpath(ROOT / argv[1])] + argv[2:]))
+        return 0
+
+    failed = []
+    if jobs and not opts.aggregate_only:
+        for r, s in todo:
+            prepare(r, s)
+        if opts.launcher == "local":
+            print(f"running {len(jobs)} runs, {opts.workers} at a time, {opts.threads} torch threads each; "
+                  f"output in <run dir>/stdout.log", flush=True)
+            failed = run_local(jobs, opts.workers, opts.threads, opts.progress_every)
+        else:
+            submitted = submit(jobs, opts)
+            print(f"submitted {len(submitted)} runs as a Slurm job array ({submitted[0].job_id.split('_')[0]}); "
+                  f"logs in {opts.slurm_logs}")
+            if not opts.wait:
+                print("when they have finished, run the same command again (or with --aggregate-only) to write "
+                      "the tables and figures")
+                return 0
+            failed = wait_jobs(jobs, submitted, opts.progress_every)
+        for d in {r.directory for r, _ in todo}:
+            states[d] = run_state(unique[d])
+
+    for name in names:
+        aggregate(EXPERIMENTS[name], plans[name], states, opts)
+    if failed:
+        print(f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; see their stdout.log. Run the "
+              f"command again to retry them.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
