@@ -330,7 +330,7 @@ def reinit_neurons(layer, rows, optimizer):
 
 def zero_outgoing(next_layer, rows, optimizer):
     """Set the outgoing weights of neurons `rows` (their columns in the next Linear) to zero and
-    zero their Adam moments: the neurons then leave the network's output unchanged."""
+    zero their Adam moments: the neurons stop feeding the next layer until those weights regrow."""
     with torch.no_grad():
         next_layer.weight[:, rows] = 0
     state = optimizer.state.get(next_layer.weight, {})

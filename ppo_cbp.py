@@ -1,0 +1,749 @@
+"""PPO + Continual Backprop (CBP; Dohare et al., 2021, and Nature 2024, "Loss of plasticity in
+deep continual learning"), following the authors' code (loss-of-plasticity: lop/algos/gnt.py,
+lop/algos/rl/ppo.py).
+
+A copy of ppo_continuous.py plus CBP; `diff ppo_continuous.py ppo_cbp.py` is the method. After
+every optimiser step of the PPO update, generate-and-test on each hidden layer of the actor:
+  - test: every unit ages by one; its contribution utility is a running average (decay
+    --decay-rate 0.99) of mean|W_next[:, i]| x mean|h_i| over the minibatch, bias-corrected by
+    1 - d^age; units not older than --maturity-threshold (10,000) steps are not eligible, and
+    the --replacement-rate share of the eligible ones with the lowest utility is replaced
+    (the count is rounded down, and a count p below one is one unit with probability p, as
+    in the reference's RL runs; --cbp-accumulate carries the fraction over instead);
+  - generate: fresh incoming weights from the layer's initialiser and a zero bias, the next
+    layer's bias absorbs the unit's bias-corrected mean activation x its outgoing weights, the
+    outgoing weights become zero, utility, mean activation and age restart at zero.
+The reference's RL runs use plain Adam and keep the moments of replaced units (its maintainer
+says this is intended); that is the default here, --reset-adam zeroes them. The reference
+also applies CBP to the value network; the paper counts the actor's 768 neurons, so the
+default is the actor only and --cbp-critic adds the critic.
+
+The default replacement rate, 0.01 per optimiser step (not the reference's 1e-4): the paper's
+Table 3 gives CBP "reset rate 0.01, reset frequency 10,000 gradient steps", and its Table 4
+counts 44,208.6 resets over 768 neurons (57.6 per neuron, all neurons reset). With the paper's
+10 epochs x 32 minibatches = 320 optimiser steps per 8,192-step rollout, a run of 12.5M steps
+has 488,000 steps and 20M steps 781,120. Counting replacements of this exact mechanism (only
+ages and the per-step count matter for the total, not which unit is picked), per run over the
+768 actor neurons:
+    replacement rate        12.5M     15M      20M     4 x 12.5M + 2 x 20M (mean of six runs)
+    1e-4 (the reference)    18,390   22,161   29,712   22,164
+    1e-3                    33,675   40,491   54,138   40,496
+    0.01 (default)          36,864   44,220   59,136   44,288
+At 0.01 a unit is replaced about as soon as it matures, so the count is bounded by the
+maturity threshold (768 x steps / 10,000) and matches Table 4 to 0.2%. Six environments with
+four runs of 12.5M and two of 20M is also what SBP's 2,304 (= 300 resets x 7.68) and ReDo's
+1,800 (= 300 x 6) in the same table imply. So Table 3's "0.01" is the per-step replacement
+rate and its "10,000 gradient steps" the maturity threshold, after which each neuron is reset
+about every 10,000 gradient steps. (The reference's 1e-4 on actor and critic together would
+also give ~44,300 replacements, but over 1,536 neurons, not Table 4's 768.) The literal
+reading, 1% of each layer every 10,000 gradient steps, is --cbp-period 10000
+--maturity-threshold 0 (utilities still update every step): about 2 units x 3 layers x 49-78
+events, a few hundred resets per run, two orders of magnitude below Table 4.
+
+--inner-distill adds P3O's inner distillation (the paper's INDS ablation, Fig. 22): since the
+replacements happen inside the update, a copy of the actor is taken just before the first
+replacement of each update, and after the update the actor is distilled from it with the units
+replaced during the update frozen (so it also pulls the rest of that update back towards the
+copy, by at most tau).
+
+    python ppo_cbp.py --env-id Hopper-v5 --seed 1
+    python ppo_cbp.py --help
+
+What it does beyond CleanRL's ppo_continuous_action.py:
+- gymnasium 1.x vector envs with SAME_STEP autoreset, inference batched over the envs;
+- a time-limit truncation bootstraps from V(final observation) (only a termination cuts
+  the return); CleanRL treats both the same;
+- plasticity metrics of actor and critic (ReDo dormant ratio, weight magnitude,
+  gradient norm, activation norm) under `plasticity/` in TensorBoard;
+- argument validation before any work, atomic checkpoints, exact `--resume`, a final
+  checkpoint on Ctrl-C, and a NaN/inf guard.
+"""
+
+import copy
+import dataclasses
+import math
+import os
+import random
+import signal
+import sys
+import time
+import types
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from envs import ENV_ID_HELP, get_env_state, make_env, set_env_state, validate_env_id
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment, part of the run name"""
+    seed: int = 1
+    """seed of the experiment (torch, numpy, python and the envs)"""
+    torch_deterministic: bool = True
+    """use deterministic torch algorithms, so one seed gives one result"""
+    cuda: bool = False
+    """run the networks on a CUDA GPU; an error if none is present"""
+    threads: int = 0
+    """torch CPU threads; 0 means min(4, number of cores)"""
+    run_dir: str = "runs"
+    """folder under which each run writes runs/<run name>/ (TensorBoard events, checkpoint)"""
+    resume: Optional[str] = None
+    """a run directory to continue from its last checkpoint; its saved arguments are used,
+    except --total-timesteps and --cuda when given"""
+    checkpoint_every: int = 25
+    """write a checkpoint every this many updates (and at the end and on Ctrl-C)"""
+    metrics_every: int = 10
+    """log plasticity metrics every this many updates"""
+    dormant_threshold: float = 0.1
+    """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
+
+    # Environment
+    env_id: str = "Hopper-v5"
+    """the environment id: a gymnasium MuJoCo id (Hopper-v5, ...), 'dm_control/<domain>-<task>'
+    or 'cyclefriction/<id>' (Cycle Friction)"""
+    num_envs: int = 8
+    """number of parallel environments; the rollout is num_envs * num_steps"""
+    async_envs: bool = False
+    """step the environments in worker processes (worth it with many cores)"""
+    friction_period: int = 1_000_000
+    """Cycle Friction only: env steps between friction changes (4, 3, 2, 1, 2, 3, 4, ...)"""
+
+    # PPO (defaults: the paper's Table 3)
+    total_timesteps: int = 12_500_000
+    """total environment steps of the run (over all envs)"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor and critic"""
+    anneal_lr: bool = False
+    """anneal the learning rate linearly to 0 (the paper keeps it constant)"""
+    num_steps: int = 1024
+    """steps per environment per rollout; 8 envs x 1024 = the paper's online buffer of 8192"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """lambda of generalised advantage estimation"""
+    minibatch_size: int = 256
+    """minibatch size of the PPO update"""
+    update_epochs: int = 10
+    """epochs over the rollout per update"""
+    norm_adv: bool = True
+    """normalise advantages per minibatch"""
+    clip_coef: float = 0.2
+    """PPO surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """clip the value loss as CleanRL does"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """gradient-norm clipping"""
+    target_kl: Optional[float] = None
+    """stop the epochs of an update early when approx KL exceeds this (off by default)"""
+
+    # Networks (the paper's Table 3)
+    hidden_dim: int = 256
+    """width of every hidden layer of actor and critic"""
+    hidden_layers: int = 3
+    """number of hidden layers of actor and critic"""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """hidden activation of actor and critic"""
+
+    # Continual Backprop (the paper's Table 3; the reference's names: rr, mt, decay_rate)
+    replacement_rate: float = 0.01
+    """share of each hidden layer's eligible units replaced per generate-and-test (0.01, not the
+    reference's 1e-4, reproduces the paper's Table 4 count: see the file's docstring)"""
+    maturity_threshold: int = 10_000
+    """units are eligible for replacement only when older than this many optimiser steps"""
+    decay_rate: float = 0.99
+    """decay of the running averages of utility and mean activation"""
+    cbp_period: int = 1
+    """optimiser steps between replacements (utilities and ages update every step); 1 = the reference;
+    Table 3 read literally (0.01 of each layer every 10,000 gradient steps): --cbp-period 10000
+    --maturity-threshold 0"""
+    cbp_accumulate: bool = False
+    """carry a fractional replacement count over to the next step (the reference's accumulate=True)
+    instead of drawing it (a count p < 1 replaces one unit with probability p: the reference's RL runs)"""
+    reset_adam: bool = False
+    """zero the Adam moments of the replaced units' incoming and outgoing weights; off by default, as
+    in the reference's RL runs (plain Adam, moments kept)"""
+    cbp_critic: bool = False
+    """apply CBP to the critic too (the reference does); off by default: the paper resets the actor"""
+    inner_distill: bool = False
+    """after each update with replacements, distil from a copy of the actor taken before its first
+    replacement, the replaced units frozen (the paper's INDS ablation, Fig. 22)"""
+    distill_alpha: float = 0.4
+    """alpha of the double KL: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)"""
+    distill_tau: float = 0.01
+    """distil until the mean double KL over the rollout is <= tau"""
+    distill_max_epochs: int = 200
+    """safety cap on distillation epochs per reset; a warning is logged when it is hit"""
+
+
+def validate_args(args: Args) -> None:
+    """Check every argument before any env, network or directory is made; exit 2 with all problems."""
+    batch = args.num_envs * args.num_steps
+    checks = [
+        (args.total_timesteps >= batch, f"--total-timesteps {args.total_timesteps} must be at least one rollout "
+                                        f"(num_envs x num_steps = {batch})"),
+        (args.learning_rate > 0, f"--learning-rate {args.learning_rate} must be > 0"),
+        (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
+        (args.num_steps >= 1, f"--num-steps {args.num_steps} must be >= 1"),
+        (1 <= args.minibatch_size <= batch and batch % args.minibatch_size == 0,
+         f"--minibatch-size {args.minibatch_size} must divide the rollout num_envs x num_steps = {batch}"),
+        (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
+        (0 <= args.gae_lambda <= 1, f"--gae-lambda {args.gae_lambda} must be in [0, 1]"),
+        (args.update_epochs >= 1, f"--update-epochs {args.update_epochs} must be >= 1"),
+        (args.clip_coef > 0, f"--clip-coef {args.clip_coef} must be > 0"),
+        (args.ent_coef >= 0, f"--ent-coef {args.ent_coef} must be >= 0"),
+        (args.vf_coef >= 0, f"--vf-coef {args.vf_coef} must be >= 0"),
+        (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm} must be > 0"),
+        (args.target_kl is None or args.target_kl > 0, f"--target-kl {args.target_kl} must be > 0"),
+        (args.hidden_dim >= 1, f"--hidden-dim {args.hidden_dim} must be >= 1"),
+        (args.hidden_layers >= 1, f"--hidden-layers {args.hidden_layers} must be >= 1"),
+        (args.friction_period > 0, f"--friction-period {args.friction_period} must be a positive number of steps"),
+        (args.threads >= 0, f"--threads {args.threads} must be >= 0 (0 = automatic)"),
+        (args.checkpoint_every >= 1, f"--checkpoint-every {args.checkpoint_every} must be >= 1"),
+        (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
+        (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
+        (0 < args.replacement_rate <= 1, f"--replacement-rate {args.replacement_rate} must be in (0, 1]"),
+        (args.maturity_threshold >= 0, f"--maturity-threshold {args.maturity_threshold} must be >= 0"),
+        (0 <= args.decay_rate < 1, f"--decay-rate {args.decay_rate} must be in [0, 1)"),
+        (args.cbp_period >= 1, f"--cbp-period {args.cbp_period} must be >= 1 optimiser step"),
+        (0 <= args.distill_alpha <= 1, f"--distill-alpha {args.distill_alpha} must be in [0, 1]"),
+        (args.distill_tau > 0, f"--distill-tau {args.distill_tau} must be > 0"),
+        (args.distill_max_epochs >= 1, f"--distill-max-epochs {args.distill_max_epochs} must be >= 1"),
+        (not args.cuda or torch.cuda.is_available(),
+         "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+         "install a CUDA build of torch or drop --cuda"),
+    ]
+    errors = [message for ok, message in checks if not ok]
+    try:
+        validate_env_id(args.env_id)
+    except ValueError as e:
+        errors.append(f"--env-id: {e}")
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def mlp(in_dim, out_dim, args, out_std):
+    """hidden_layers x (Linear, activation), then a Linear head initialised with std out_std."""
+    layers, dim = [], in_dim
+    for _ in range(args.hidden_layers):
+        layers += [layer_init(nn.Linear(dim, args.hidden_dim)), ACTIVATIONS[args.activation]()]
+        dim = args.hidden_dim
+    return nn.Sequential(*layers, layer_init(nn.Linear(dim, out_dim), std=out_std))
+
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class Agent(nn.Module):
+    """Separate actor (Gaussian, state-independent log-std) and critic MLPs."""
+
+    def __init__(self, obs_dim, act_dim, args):
+        super().__init__()
+        self.critic = mlp(obs_dim, 1, args, out_std=1.0)
+        self.actor_mean = mlp(obs_dim, act_dim, args, out_std=0.01)
+        self.actor_logstd = nn.Parameter(torch.zeros(act_dim))
+
+    def get_value(self, obs):
+        return self.critic(obs).squeeze(-1)
+
+    def act(self, obs):
+        """Sample actions for a batch of observations: one tensor [action | log-prob | value]."""
+        mean = self.actor_mean(obs)
+        std = self.actor_logstd.exp()
+        noise = torch.randn_like(mean)
+        logprob = (-0.5 * noise.square() - self.actor_logstd - LOG_SQRT_2PI).sum(-1)
+        return torch.cat([mean + std * noise, logprob[:, None], self.critic(obs)], dim=1)
+
+    def evaluate(self, obs, action):
+        """Log-prob and entropy of given actions, and values, for the PPO loss."""
+        mean = self.actor_mean(obs)
+        logstd = self.actor_logstd.expand_as(mean)
+        logprob = (-0.5 * ((action - mean) / logstd.exp()).square() - logstd - LOG_SQRT_2PI).sum(-1)
+        entropy = (logstd + 0.5 + LOG_SQRT_2PI).sum(-1)
+        return logprob, entropy, self.critic(obs).squeeze(-1)
+
+
+def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    """Generalised advantage estimation over a rollout of shape (T, N).
+
+    dones[t] is 1 where the episode ended at step t, by termination or truncation; a
+    truncated step's reward already holds gamma * V(final observation), so the episode's
+    value beyond the time limit is kept while the next (new) episode's value is cut.
+    next_value is V of the observation after the last step. Returns (advantages, returns).
+    """
+    advantages = np.zeros_like(rewards)
+    last = np.zeros_like(next_value)
+    for t in reversed(range(len(rewards))):
+        not_done = 1.0 - dones[t]
+        value_next = next_value if t == len(rewards) - 1 else values[t + 1]
+        delta = rewards[t] + gamma * value_next * not_done - values[t]
+        last = delta + gamma * gae_lambda * not_done * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+@torch.no_grad()
+def plasticity_metrics(net, obs, dormant_threshold):
+    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch.
+
+    Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
+    |activation| divided by the layer's mean of that is <= dormant_threshold), activation
+    norm (mean L2 norm of the layer's activation vector); per Linear layer and overall:
+    weight magnitude (mean |w|, i.e. L1 norm per parameter); and the gradient L2 norm of the
+    last backward pass.
+    """
+    out, h, dormant, neurons, act_norms, hidden = {}, obs, 0, 0, [], 0
+    for layer in net:
+        h = layer(h)
+        if not isinstance(layer, nn.Linear):
+            mean_abs = h.abs().mean(0)
+            score = mean_abs / (mean_abs.mean() + 1e-9)
+            layer_dormant = int((score <= dormant_threshold).sum())
+            out[f"dormant_ratio/layer{hidden}"] = layer_dormant / h.shape[1]
+            act_norms.append(h.norm(dim=1).mean().item())
+            dormant, neurons, hidden = dormant + layer_dormant, neurons + h.shape[1], hidden + 1
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, m in enumerate(linears):
+        out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
+    params = [p for p in net.parameters()]
+    grads = [p.grad for p in params if p.grad is not None]
+    out["dormant_ratio"] = dormant / neurons
+    out["activation_norm"] = sum(act_norms) / len(act_norms)
+    out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
+    out["grad_norm"] = torch.stack([g.norm() for g in grads]).norm().item() if grads else 0.0
+    return out
+
+
+# ---- CBP: generate-and-test; and inner distillation (--inner-distill) ----
+def record_features(net):
+    """Forward hooks keeping the output of each hidden activation of `net` from its latest forward
+    pass, as the reference logs features: right after an optimiser step, the features of the
+    minibatch the step was computed on. Returns the list the hooks fill, one entry per layer."""
+    features = []
+    for module in net:
+        if not isinstance(module, nn.Linear):
+            features.append(None)
+            module.register_forward_hook(
+                lambda module, inputs, output, i=len(features) - 1: features.__setitem__(i, output.detach()))
+    return features
+
+
+def cbp_state(args, device):
+    """Generate-and-test state of one network: per hidden layer and unit, utility, mean
+    activation and age; the fractional count carried over; steps; replacements per unit."""
+    shape = (args.hidden_layers, args.hidden_dim)
+    return {"util": torch.zeros(shape, device=device), "mean_act": torch.zeros(shape, device=device),
+            "ages": torch.zeros(shape, dtype=torch.long, device=device), "accumulated": [0.0] * args.hidden_layers,
+            "steps": 0, "reset_counts": np.zeros(shape, dtype=np.int64)}
+
+
+@torch.no_grad()
+def cbp_test(net, features, state, args):
+    """The test (the reference's test_features): age every unit, update its running averages with
+    this minibatch's features, and pick in each hidden layer the eligible units of lowest
+    bias-corrected utility. Returns [(layer index, rows to replace)]."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    d, replace = args.decay_rate, []
+    state["steps"] += 1
+    for i, h in enumerate(features):
+        ages = state["ages"][i]
+        ages += 1
+        state["mean_act"][i] = d * state["mean_act"][i] + (1 - d) * h.mean(0)
+        contribution = linears[i + 1].weight.abs().mean(0) * h.abs().mean(0)
+        state["util"][i] = d * state["util"][i] + (1 - d) * contribution
+        if state["steps"] % args.cbp_period:
+            continue
+        eligible = torch.nonzero(ages > args.maturity_threshold).flatten()
+        if len(eligible) == 0:
+            continue
+        expected = args.replacement_rate * len(eligible)
+        if args.cbp_accumulate:
+            state["accumulated"][i] += expected
+            count = int(state["accumulated"][i])
+            state["accumulated"][i] -= count
+        else:
+            count = int(expected) if expected >= 1 else int(torch.rand(1).item() <= expected)
+        if count:
+            utility = state["util"][i, eligible] / (1 - d ** ages[eligible])
+            replace.append((i, eligible[torch.topk(-utility, count).indices]))
+    return replace
+
+
+KEEP_ADAM = types.SimpleNamespace(state={})  # an optimiser stand-in with no moments: they are left as they are
+
+
+@torch.no_grad()
+def cbp_generate(net, replace, state, optimizer, args):
+    """The generate (the reference's gen_new_features): for the chosen units, the next layer's bias
+    absorbs their bias-corrected mean activation x outgoing weights, then fresh incoming weights
+    and zero bias, zero outgoing weights, and utility, mean activation and age back to zero (Adam
+    moments zeroed only with --reset-adam). The reference zeroes the mean activation before it
+    adds it to the bias, so its absorption adds nothing; here it is added as its papers describe.
+    Returns [(layer, replaced rows)]."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    moments = optimizer if args.reset_adam else KEEP_ADAM
+    replaced = []
+    for i, rows in replace:
+        mean_act = state["mean_act"][i, rows] / (1 - args.decay_rate ** state["ages"][i, rows])
+        linears[i + 1].bias += linears[i + 1].weight[:, rows] @ mean_act
+        reinit_neurons(linears[i], rows, moments)
+        zero_outgoing(linears[i + 1], rows, moments)
+        for key in ("util", "mean_act", "ages"):
+            state[key][i, rows] = 0
+        state["reset_counts"][i, rows.cpu().numpy()] += 1
+        replaced.append((linears[i], rows))
+    return replaced
+
+
+def reinit_neurons(layer, rows, optimizer):
+    """Re-initialise the input weights and bias of neurons `rows` of `layer` with the layer's
+    initialiser and zero their Adam moments, so stale moments do not push fresh weights."""
+    fresh = layer_init(nn.Linear(layer.in_features, layer.out_features)).to(layer.weight.device)
+    with torch.no_grad():
+        layer.weight[rows] = fresh.weight[rows]
+        layer.bias[rows] = fresh.bias[rows]
+    for param in (layer.weight, layer.bias):
+        state = optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][rows] = 0
+
+
+def zero_outgoing(next_layer, rows, optimizer):
+    """Set the outgoing weights of neurons `rows` (their columns in the next Linear) to zero and
+    zero their Adam moments: the neurons stop feeding the next layer until those weights regrow."""
+    with torch.no_grad():
+        next_layer.weight[:, rows] = 0
+    state = optimizer.state.get(next_layer.weight, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key][:, rows] = 0
+
+
+def gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
+    """KL(p || q) of diagonal Gaussians in closed form, summed over action dimensions."""
+    var_p, var_q = (2 * logstd_p).exp(), (2 * logstd_q).exp()
+    return (logstd_q - logstd_p + (var_p + (mean_p - mean_q).square()) / (2 * var_q) - 0.5).sum(-1)
+
+
+def alpha_dkl(mean_t, logstd_t, mean_s, logstd_s, alpha):
+    """The paper's Eq. 4 per sample: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)."""
+    return (alpha * gaussian_kl(mean_t, logstd_t, mean_s, logstd_s)
+            + (1 - alpha) * gaussian_kl(mean_s, logstd_s, mean_t, logstd_t))
+
+
+def inner_distill(actor_mean, actor_logstd, teacher_mean, teacher_logstd, obs, frozen, args):
+    """Distil the teacher into the actor on `obs` with the alpha-DKL, in minibatches, epoch after
+    epoch (at least one, as Algorithm 2) until the mean loss over all of `obs` is <= tau or the
+    epoch cap is hit. The `frozen` rows get zero gradient, and a fresh Adam (zero moments) moves
+    a zero-gradient entry by exactly 0, so they stay bit-identical. Returns (epochs, start, end)."""
+    optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd], lr=args.learning_rate, eps=1e-5)
+    with torch.no_grad():
+        target_mean = teacher_mean(obs)
+        target_logstd = teacher_logstd.expand_as(target_mean)
+
+    def loss_on(idx):
+        mean = actor_mean(obs[idx])
+        return alpha_dkl(target_mean[idx], target_logstd[idx], mean, actor_logstd.expand_as(mean),
+                         args.distill_alpha).mean()
+
+    with torch.no_grad():
+        loss_start = loss = loss_on(slice(None)).item()
+    epochs = 0
+    while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
+        permutation = torch.randperm(len(obs), device=obs.device)
+        for start in range(0, len(obs), args.minibatch_size):
+            optimizer.zero_grad(set_to_none=True)
+            loss_on(permutation[start:start + args.minibatch_size]).backward()
+            for layer, rows in frozen:
+                layer.weight.grad[rows] = 0
+                layer.bias.grad[rows] = 0
+            optimizer.step()
+        epochs += 1
+        with torch.no_grad():
+            loss = loss_on(slice(None)).item()
+    if loss > args.distill_tau:
+        print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
+              f"with loss {loss:.4f} > tau {args.distill_tau}")
+    return epochs, loss_start, loss
+
+
+def reset_statistics(reset_counts):
+    """The paper's Table 4 over the reset network's hidden neurons."""
+    return {"total_resets": int(reset_counts.sum()), "avg_resets_per_neuron": float(reset_counts.mean()),
+            "share_neurons_reset": float((reset_counts > 0).mean())}
+
+
+def save_checkpoint(path, state):
+    """Write atomically: a crash while saving leaves the previous checkpoint intact."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class GracefulInterrupt:
+    """First Ctrl-C: finish the current update, checkpoint, exit. Second: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again to stop at once)")
+
+
+def main():
+    args = tyro.cli(Args)
+    checkpoint = None
+    if args.resume:  # the run's saved arguments, except --total-timesteps and --cuda when given
+        if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
+            sys.exit(f"error: --resume {args.resume}: no checkpoint.pt in that directory")
+        checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), weights_only=False)
+        saved = Args(**checkpoint["args"])
+        if args.total_timesteps != Args.total_timesteps:
+            saved.total_timesteps = args.total_timesteps
+        saved.cuda, saved.resume = args.cuda, args.resume
+        args = saved
+    validate_args(args)
+    if args.resume:
+        run_dir = args.resume
+    else:
+        env_name = args.env_id.replace("/", "_")
+        run_dir = os.path.join(args.run_dir, f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
+    device = torch.device("cuda" if args.cuda else "cpu")
+
+    start_step = checkpoint["global_step"] if checkpoint else 0
+    envs, next_obs = make_env(args.env_id, args.num_envs, args.seed, normalize=True, gamma=args.gamma,
+                              async_envs=args.async_envs, friction_period=args.friction_period,
+                              start_step=start_step)
+    obs_dim = envs.single_observation_space.shape[0]
+    act_dim = envs.single_action_space.shape[0]
+    agent = Agent(obs_dim, act_dim, args).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    global_step, first_iteration = 0, 1
+    recent_returns = deque(maxlen=20)
+    cbp = {"actor": cbp_state(args, device), "critic": cbp_state(args, device) if args.cbp_critic else None,
+           "ppo_epochs": 0, "distill_epochs": 0, "reset_seconds": 0.0}
+    if checkpoint:
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        set_env_state(envs, checkpoint["env_state"])
+        next_obs = checkpoint["next_obs"]
+        global_step, first_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
+        recent_returns.extend(checkpoint["recent_returns"])
+        cbp = checkpoint["cbp"]
+        for state in filter(None, (cbp["actor"], cbp["critic"])):  # onto this run's device (--cuda may differ)
+            for key in ("util", "mean_act", "ages"):
+                state[key] = state[key].to(device)
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if args.cuda and checkpoint["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        print(f"resumed {run_dir} at step {global_step:,} (update {first_iteration - 1})")
+
+    os.makedirs(run_dir, exist_ok=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in vars(args).items()))
+    print(f"run {run_dir} | {args.env_id} | device {device} | {num_iterations} updates of {batch_size} steps")
+
+    def checkpoint_state(iteration):
+        return {
+            "args": dataclasses.asdict(args), "global_step": global_step, "iteration": iteration,
+            "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "env_state": get_env_state(envs), "next_obs": next_obs, "recent_returns": list(recent_returns),
+            "cbp": cbp,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if args.cuda else None},
+        }
+
+    # Rollout storage: numpy on the host, moved to the device once per update
+    obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((args.num_steps, args.num_envs, act_dim), dtype=np.float32)
+    logprobs_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    values_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    rewards_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    dones_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+    cbp_nets = [(name, net, record_features(net)) for name, net in
+                (("actor", agent.actor_mean), ("critic", agent.critic)) if cbp[name] is not None]
+    interrupt = GracefulInterrupt()
+    start_time, steps_at_start = time.time(), global_step
+    for iteration in range(first_iteration, num_iterations + 1):
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+
+        # ---- Rollout: one batched forward pass per vector step ----
+        for step in range(args.num_steps):
+            obs_buf[step] = next_obs
+            with torch.inference_mode():
+                out = agent.act(torch.from_numpy(next_obs).to(device)).cpu().numpy()
+            action = out[:, :act_dim]
+            actions_buf[step], logprobs_buf[step], values_buf[step] = action, out[:, act_dim], out[:, act_dim + 1]
+            next_obs, reward, terminations, truncations, infos = envs.step(action)
+            global_step += args.num_envs
+            rewards_buf[step] = reward
+            dones_buf[step] = terminations | truncations
+            truncated_only = np.flatnonzero(truncations & ~terminations)
+            if truncated_only.size:  # time limit: bootstrap from V(true final observation)
+                with torch.inference_mode():
+                    final_obs = torch.from_numpy(infos["final_obs"][truncated_only]).to(device)
+                    rewards_buf[step, truncated_only] += args.gamma * agent.get_value(final_obs).cpu().numpy()
+            if "_episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    recent_returns.append(float(infos["episode"]["r"][i]))
+                    writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
+                    writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
+
+        with torch.inference_mode():
+            next_value = agent.get_value(torch.from_numpy(next_obs).to(device)).cpu().numpy()
+        advantages, returns = compute_gae(rewards_buf, values_buf, dones_buf, next_value, args.gamma,
+                                          args.gae_lambda)
+
+        # ---- PPO update ----
+        b_obs = torch.from_numpy(obs_buf.reshape(batch_size, obs_dim)).to(device)
+        b_actions = torch.from_numpy(actions_buf.reshape(batch_size, act_dim)).to(device)
+        b_logprobs = torch.from_numpy(logprobs_buf.reshape(-1)).to(device)
+        b_advantages = torch.from_numpy(advantages.reshape(-1)).to(device)
+        b_returns = torch.from_numpy(returns.reshape(-1)).to(device)
+        b_values = torch.from_numpy(values_buf.reshape(-1)).to(device)
+        clipfracs = []
+        teacher, replaced = None, []
+        for epoch in range(args.update_epochs):
+            permutation = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, args.minibatch_size):
+                mb = permutation[start:start + args.minibatch_size]
+                newlogprob, entropy, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
+                logratio = newlogprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+                mb_advantages = b_advantages[mb]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                pg_loss = torch.max(-mb_advantages * ratio,
+                                    -mb_advantages * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                if args.clip_vloss:
+                    v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                    v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
+                                             (v_clipped - b_returns[mb]).square()).mean()
+                else:
+                    v_loss = 0.5 * (newvalue - b_returns[mb]).square().mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+                gnt_start = time.time()
+                for name, net, features in cbp_nets:  # ---- CBP: generate-and-test after every step ----
+                    replace = cbp_test(net, features, cbp[name], args)
+                    if replace and name == "actor" and args.inner_distill and teacher is None:
+                        teacher = (copy.deepcopy(agent.actor_mean).requires_grad_(False),
+                                   agent.actor_logstd.detach().clone())
+                    generated = cbp_generate(net, replace, cbp[name], optimizer, args)
+                    replaced += generated if name == "actor" else []
+                cbp["reset_seconds"] += time.time() - gnt_start
+            if args.target_kl is not None and approx_kl.item() > args.target_kl:
+                break
+
+        # ---- CBP: Table 4 counts; inner distillation for the units replaced in this update ----
+        cbp["ppo_epochs"] += epoch + 1
+        if teacher is not None:
+            distill_start = time.time()
+            epochs, loss_start, loss_end = inner_distill(agent.actor_mean, agent.actor_logstd, *teacher, b_obs,
+                                                         replaced, args)
+            cbp["distill_epochs"] += epochs
+            writer.add_scalar("reset/distill_epochs", epochs, global_step)
+            writer.add_scalar("reset/distill_loss_start", loss_start, global_step)
+            writer.add_scalar("reset/distill_loss_end", loss_end, global_step)
+            writer.add_scalar("reset/total_distill_epochs", cbp["distill_epochs"], global_step)
+            writer.add_scalar("reset/distill_to_ppo_epochs", cbp["distill_epochs"] / cbp["ppo_epochs"], global_step)
+            cbp["reset_seconds"] += time.time() - distill_start
+        writer.add_scalar("reset/seconds", cbp["reset_seconds"], global_step)
+        writer.add_scalar("reset/neurons_reset", sum(len(rows) for _, rows in replaced), global_step)
+        mature = (cbp["actor"]["ages"] > args.maturity_threshold).float().mean().item()
+        writer.add_scalar("reset/mature_share", mature, global_step)
+        for name, _, _ in cbp_nets:
+            prefix = "reset/" if name == "actor" else "reset/critic_"
+            for key, value in reset_statistics(cbp[name]["reset_counts"]).items():
+                writer.add_scalar(prefix + key, value, global_step)
+
+        # ---- NaN guard: stop before anything non-finite reaches a checkpoint ----
+        losses = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
+        bad = [f"loss {k}" for k, v in losses.items() if not torch.isfinite(v)]
+        bad += [f"parameter {k}" for k, p in agent.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            sys.exit(f"error: non-finite values at update {iteration} (step {global_step:,}) in: {', '.join(bad)}. "
+                     f"The last good checkpoint is in {run_dir}; resume it with a smaller --learning-rate.")
+
+        # ---- Logging ----
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        sps = int((global_step - steps_at_start) / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        for name, value in losses.items():
+            writer.add_scalar(f"losses/{name}", value.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        if iteration % args.metrics_every == 0 or iteration == num_iterations:
+            sample = b_obs[:2048]
+            for net_name, net in (("actor", agent.actor_mean), ("critic", agent.critic)):
+                for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
+                    writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
+        mean_return = np.mean(recent_returns) if recent_returns else float("nan")
+        eta = (args.total_timesteps - global_step) / max(sps, 1)
+        print(f"step {global_step:>11,}/{args.total_timesteps:,} | update {iteration}/{num_iterations} | "
+              f"SPS {sps:,} | return {mean_return:9.1f} | ETA {eta / 60:6.1f} min", flush=True)
+
+        if iteration % args.checkpoint_every == 0 or iteration == num_iterations or interrupt.requested:
+            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), checkpoint_state(iteration))
+        if interrupt.requested:
+            print(f"stopped at step {global_step:,}; continue with: python {os.path.basename(__file__)} "
+                  f"--resume {run_dir}")
+            break
+
+    envs.close()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main()
