@@ -583,16 +583,17 @@ def main():
         while global_step >= redo["next_reset"]:
             redo["next_reset"] += args.reset_frequency
             reset_start = time.time()
-            if args.inner_distill:
+            rows_per_layer = redo_select(redo_scores(agent.actor_mean, b_obs), args)
+            distill = args.inner_distill and any(len(rows) for rows in rows_per_layer)  # --redo-threshold may pick none
+            if distill:
                 teacher_mean = copy.deepcopy(agent.actor_mean).requires_grad_(False)
                 teacher_logstd = agent.actor_logstd.detach().clone()
-            rows_per_layer = redo_select(redo_scores(agent.actor_mean, b_obs), args)
             frozen = redo_reset(agent.actor_mean, rows_per_layer, optimizer)
             for i, rows in enumerate(rows_per_layer):
                 redo["reset_counts"][i, rows.cpu().numpy()] += 1
             writer.add_scalar("reset/neurons_reset", sum(len(rows) for rows in rows_per_layer), global_step)
             redo["resets"] += 1
-            if args.inner_distill:
+            if distill:
                 epochs, loss_start, loss_end = inner_distill(agent.actor_mean, agent.actor_logstd, teacher_mean,
                                                              teacher_logstd, b_obs, frozen, args)
                 redo["distill_epochs"] += epochs
