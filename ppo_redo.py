@@ -584,7 +584,8 @@ def main():
             redo["next_reset"] += args.reset_frequency
             reset_start = time.time()
             rows_per_layer = redo_select(redo_scores(agent.actor_mean, b_obs), args)
-            distill = args.inner_distill and any(len(rows) for rows in rows_per_layer)  # --redo-threshold may pick none
+            # distil only after a reset of some neuron (the threshold rule may select none)
+            distill = args.inner_distill and any(len(rows) for rows in rows_per_layer)
             if distill:
                 teacher_mean = copy.deepcopy(agent.actor_mean).requires_grad_(False)
                 teacher_logstd = agent.actor_logstd.detach().clone()
