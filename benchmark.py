@@ -1,0 +1,203 @@
+"""benchmark.py: how fast the algorithm files train, against the machine's own limits.
+
+In one run on one machine, for each task:
+- env-only: random-action steps/s of the vector env configuration training uses
+  (8 envs, SAME_STEP autoreset, the PPO normalisation chain);
+- update-only: seconds of one PPO update of the paper's shape (10 epochs x 32 minibatches
+  of 256 on random data, 3x256 tanh actor and critic, Adam);
+- training: steps/s of each unmodified algorithm file, run as a subprocess (the SPS the
+  file prints, measured from the start of its training loop, so start-up is excluded);
+- efficiency: training time / (env time + update time) for the same steps; 1.0 is the
+  ideal of "stepping the envs and updating the networks, nothing else";
+- vs PPO: each file's training time relative to ppo_continuous.py, and the seconds it
+  spent in resets/distillation (its `reset/seconds` TensorBoard scalar).
+Every measurement is repeated --repeats times, interleaved, and reported as median [min-max].
+
+    python benchmark.py                                   # every PPO-family file, Hopper-v5 and Humanoid-v5
+    python benchmark.py --algos ppo_continuous p3o_continuous --envs Hopper-v5 --repeats 1
+"""
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parent
+PPO_FAMILY = ["ppo_continuous", "p3o_continuous", "ppo_cycle", "ppo_redo", "ppo_cbp"]
+
+
+@dataclass
+class Args:
+    algos: list[str] = field(default_factory=lambda: list(PPO_FAMILY))
+    """algorithm files to train (names without .py); the first should be ppo_continuous for the 'vs PPO' column"""
+    envs: list[str] = field(default_factory=lambda: ["Hopper-v5", "Humanoid-v5"])
+    """environment ids"""
+    steps: int = 57_344
+    """environment steps per training measurement (7 rollouts of 8192: one 50k-step reset happens)"""
+    env_steps: int = 4096
+    """vector steps (x num_envs env steps) for the env-only measurement"""
+    repeats: int = 3
+    """repetitions of every measurement; the median and the range are reported"""
+    threads: int = 0
+    """torch threads for the update measurement and the training runs; 0 = the files' default"""
+    num_envs: int = 8
+    """number of envs, as in the files' default"""
+    num_steps: int = 1024
+    """steps per env per rollout, as in the files' default"""
+    out: str = "results/benchmark"
+    """folder for benchmark.md and benchmark.json"""
+
+
+def validate(args: Args) -> None:
+    errors = [f"--algos {a}: no file {a}.py (available: {', '.join(p.stem for p in sorted(ROOT.glob('*.py')))})"
+              for a in args.algos if not (ROOT / f"{a}.py").is_file()]
+    errors += [f"--{k.replace('_', '-')} {v} must be >= 1" for k, v in
+               [("steps", args.steps), ("env_steps", args.env_steps), ("repeats", args.repeats),
+                ("num_envs", args.num_envs), ("num_steps", args.num_steps)] if v < 1]
+    if args.steps < args.num_envs * args.num_steps:
+        errors.append(f"--steps {args.steps} must be at least one rollout ({args.num_envs * args.num_steps})")
+    if args.threads < 0:
+        errors.append(f"--threads {args.threads} must be >= 0")
+    try:
+        from envs import validate_env_id
+
+        for env_id in args.envs:
+            validate_env_id(env_id)
+    except ValueError as e:
+        errors.append(f"--envs: {e}")
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def env_only_sps(env_id, args):
+    """Random-action env steps/s of the training vector env (actions sampled up front)."""
+    from envs import make_env
+
+    envs, _ = make_env(env_id, args.num_envs, seed=0, normalize=True)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(args.env_steps, *envs.action_space.shape)).astype(np.float32)
+    start = time.perf_counter()
+    for a in actions:
+        envs.step(a)
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return args.env_steps * args.num_envs / elapsed
+
+
+def update_seconds(env_id, args):
+    """One PPO update of the paper's shape on random data, with ppo_continuous.py's Agent."""
+    import ppo_continuous as ppo
+    from envs import make_env
+
+    envs, _ = make_env(env_id, 1)
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    envs.close()
+    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
+    torch.manual_seed(0)
+    config = ppo.Args()
+    agent = ppo.Agent(obs_dim, act_dim, config)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    batch = args.num_envs * args.num_steps
+    obs, actions = torch.randn(batch, obs_dim), torch.randn(batch, act_dim)
+    old_logprob, advantages, returns = torch.randn(batch), torch.randn(batch), torch.randn(batch)
+    start = time.perf_counter()
+    for _ in range(config.update_epochs):
+        permutation = torch.randperm(batch)
+        for i in range(0, batch, config.minibatch_size):
+            mb = permutation[i:i + config.minibatch_size]
+            logprob, entropy, value = agent.evaluate(obs[mb], actions[mb])
+            ratio = (logprob - old_logprob[mb]).exp()
+            pg_loss = torch.max(-advantages[mb] * ratio, -advantages[mb] * ratio.clamp(0.8, 1.2)).mean()
+            loss = pg_loss + 0.5 * (value - returns[mb]).square().mean() - 0.0 * entropy.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+            optimizer.step()
+    return time.perf_counter() - start
+
+
+def train_run(algo, env_id, args):
+    """Train with the unmodified file; return (steps/s of its loop, reset seconds or None)."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        cmd = [sys.executable, str(ROOT / f"{algo}.py"), "--env-id", env_id, "--total-timesteps", str(args.steps),
+               "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps), "--run-dir", run_dir]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+        sps = [int(m.replace(",", "")) for m in re.findall(r"SPS ([\d,]+)", proc.stdout)]
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        run = next(p for p in Path(run_dir).iterdir() if p.is_dir())
+        acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+        acc.Reload()
+        reset = acc.Scalars("reset/seconds")[-1].value if "reset/seconds" in acc.Tags()["scalars"] else None
+        return sps[-1], reset
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
+
+
+def fmt(s, digits=0):
+    return f"{s['median']:,.{digits}f} [{s['min']:,.{digits}f}–{s['max']:,.{digits}f}]"
+
+
+def main():
+    args = tyro.cli(Args)
+    validate(args)
+    batch = args.num_envs * args.num_steps
+    results = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, "
+                          f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}",
+               "command": "python benchmark.py " + " ".join(sys.argv[1:]), "steps": args.steps, "envs": {}}
+    for env_id in args.envs:
+        env_sps, upd, train, reset = [], [], {a: [] for a in args.algos}, {a: [] for a in args.algos}
+        for r in range(args.repeats):  # interleaved, so drifting load hits every column alike
+            env_sps.append(env_only_sps(env_id, args))
+            upd.append(update_seconds(env_id, args))
+            for algo in args.algos:
+                sps, reset_s = train_run(algo, env_id, args)
+                train[algo].append(sps)
+                if reset_s is not None:
+                    reset[algo].append(reset_s)
+                print(f"{env_id} repeat {r + 1}/{args.repeats}: {algo} {sps:,} SPS", flush=True)
+        env_s, upd_s = statistics.median(env_sps), statistics.median(upd)
+        ideal_seconds = args.steps / env_s + (args.steps // batch) * upd_s
+        base = statistics.median(train[args.algos[0]])
+        results["envs"][env_id] = {
+            "env_only_sps": summary(env_sps), "update_seconds": summary(upd), "ideal_sps": args.steps / ideal_seconds,
+            "algos": {a: {"train_sps": summary(train[a]),
+                          "efficiency": (args.steps / statistics.median(train[a])) / ideal_seconds,
+                          "time_vs_first": base / statistics.median(train[a]),
+                          "reset_seconds": summary(reset[a]) if reset[a] else None} for a in args.algos},
+        }
+    lines = [f"Machine: {results['machine']}. Command: `{results['command']}`. "
+             f"{args.steps:,} env steps per training run, {args.repeats} repeat(s), median [min–max].", "",
+             "| env | algorithm | env-only steps/s | update s | ideal steps/s | training steps/s | efficiency | "
+             f"time vs {args.algos[0]} | reset+distill s |", "|---|---|---|---|---|---|---|---|---|"]
+    for env_id, e in results["envs"].items():
+        for algo, a in e["algos"].items():
+            lines.append(f"| {env_id} | {algo} | {fmt(e['env_only_sps'])} | {fmt(e['update_seconds'], 2)} | "
+                         f"{e['ideal_sps']:,.0f} | {fmt(a['train_sps'])} | {a['efficiency']:.2f} | "
+                         f"{a['time_vs_first']:.2f} | {fmt(a['reset_seconds'], 2) if a['reset_seconds'] else '–'} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    os.makedirs(args.out, exist_ok=True)
+    Path(args.out, "benchmark.md").write_text(table + "\n")
+    Path(args.out, "benchmark.json").write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {args.out}/benchmark.md and benchmark.json")
+
+
+if __name__ == "__main__":
+    main()
