@@ -263,7 +263,8 @@ def test_cbp_generate_bias_absorbs_the_mean_contribution(reset_adam):
     with torch.no_grad():
         torch.testing.assert_close(net(x0), y0, atol=1e-6, rtol=1e-5)  # at the mean input, nothing changes
         torch.testing.assert_close(net(x1), y1 - (h1[:, 1:2] - h0[1]) * w_out[:, 1], atol=1e-6, rtol=1e-5)
-    assert state["ages"][0].tolist() == [50, 0, 50, 50] and state["util"][0, 1] == 0 and state["mean_act"][0, 1] == 0
+    assert state["ages"][0].tolist() == [50, 0, 50, 50]
+    assert state["util"][0, 1] == 0 and state["mean_act"][0, 1] == 0
     assert state["reset_counts"][0].tolist() == [0, 1, 0, 0]
     zeroed = (optimizer.state[net[2].weight]["exp_avg"][:, 1] == 0).all()
     assert zeroed == reset_adam
