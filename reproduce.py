@@ -527,12 +527,14 @@ def slurm_pending(run):
 
 def drop_orphaned(points):
     """Points (step, value) in the order logged. A resumed run logs again from its checkpoint's step,
-    so the first run's points past that step are orphans: drop every earlier point whose step is
-    beyond a later point's step (points at equal steps, e.g. two episodes ending at once, stay)."""
+    so the first attempt's points from there on are orphans: where the step goes back, drop the
+    earlier points at that step or later (equal steps in order, e.g. two episodes ending in the
+    same vector step, are kept)."""
     kept = []
     for step, value in points:
-        while kept and kept[-1][0] > step:
-            kept.pop()
+        if kept and step < kept[-1][0]:
+            while kept and kept[-1][0] >= step:
+                kept.pop()
         kept.append((step, value))
     return kept
 

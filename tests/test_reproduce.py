@@ -1,0 +1,305 @@
+"""reproduce.py: stable run directories, skip/resume, aggregation on hand-made runs, one smoke
+experiment end to end, and the Slurm job array through submitit."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import reproduce as rp
+from conftest import ROOT, load_checkpoint, only_run, read_scalars, run_script
+
+PPO_SMOKE_ARGS = {"num_envs": 2, "num_steps": 256}
+
+
+def plan(name, budget="smoke", seeds=(1,), envs=("Hopper-v5",), algos=None, runs_dir="runs/reproduce", total=None):
+    runs, missing = rp.plan(rp.EXPERIMENTS[name], budget, list(seeds), list(envs), algos, runs_dir, total)
+    assert not missing, missing
+    return runs
+
+
+def by_name(runs):
+    return {(r.variant.name, r.env, r.seed): r for r in runs}
+
+
+def fake_run(run, global_step, state=None, returns=(), args=None):
+    """A hand-made finished (or partial) run inside a configuration's directory: one TensorBoard
+    event file of episodic returns and a checkpoint with `global_step` and a method state."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = run.directory / f"{run.env.replace('/', '_')}__{run.variant.algo}__{run.seed}__1700000000"
+    path.mkdir(parents=True)
+    writer = SummaryWriter(str(path))
+    for i, value in enumerate(returns):
+        writer.add_scalar("charts/episodic_return", value, 100 * (i + 1))
+        writer.add_scalar("plasticity/actor_weight_magnitude", 0.1 + 0.001 * i, 100 * (i + 1))
+    writer.close()
+    torch.save({"global_step": global_step, "args": {**PPO_SMOKE_ARGS, **(args or {})}, **(state or {})},
+               path / "checkpoint.pt")
+    return path
+
+
+# ---- Run directories and commands ----
+
+def test_run_directory_is_stable_and_names_the_configuration():
+    first, second = plan("table1", "reduced", seeds=(1, 2)), plan("table1", "reduced", seeds=(1, 2))
+    assert [r.directory for r in first] == [r.directory for r in second]
+    assert len({r.directory for r in first}) == len(first) == 10
+    p3o = by_name(first)[("P3O", "Hopper-v5", 1)]
+    assert p3o.directory == Path("runs/reproduce/reduced/p3o__Hopper-v5__seed1")
+    assert p3o.total == 1_000_000
+    # the same configuration in another experiment is the same directory (table2/4/5 reuse table1's runs)
+    table1_dirs = {r.directory for r in first}
+    for name in ("table2", "table4", "table5"):
+        p3o_dirs = {r.directory for r in plan(name, "reduced", seeds=(1, 2)) if r.variant.algo == "p3o"}
+        assert p3o_dirs and p3o_dirs <= table1_dirs
+    alpha = by_name(plan("alpha", "reduced"))
+    assert alpha[("alpha 0.1", "Hopper-v5", 1)].directory.name == "p3o__Hopper-v5__seed1__distill-alpha=0.1"
+    assert alpha[("alpha 0.4 (default)", "Hopper-v5", 1)].directory == p3o.directory
+    # what changes the run changes the directory: budget, steps, task, seed
+    assert plan("table1", "paper", envs=("Humanoid-v5",), algos=["ppo"])[0].total == 20_000_000
+    assert plan("table1", "paper", algos=["ppo"])[0].directory.parent.name == "paper"
+    assert plan("table1", "reduced", algos=["ppo"], total=2_000_000)[0].directory.parent.name == "reduced-2000000"
+    dmc = plan("dmc", "reduced", envs=("dm_control/hopper-hop",), algos=["ppo"])[0]
+    assert dmc.directory.name == "ppo__dm_control_hopper-hop__seed1"
+
+
+def test_command_of_a_new_run_carries_budget_method_and_overrides():
+    runs = by_name(plan("reset-frequency", "smoke"))
+    run = runs[("every 20,000", "Hopper-v5", 1)]
+    # smoke scales step-counted schedules by 1/50, at least one 512-step rollout; the directory says so
+    assert run.directory.name == "p3o__Hopper-v5__seed1__reset-frequency=512"
+    cmd = rp.command(run, rp.State("new"), threads=1)
+    assert cmd[:2] == [sys.executable, "p3o_continuous.py"]
+    pairs = dict(zip(cmd[2::2], cmd[3::2]))
+    assert pairs["--env-id"] == "Hopper-v5" and pairs["--seed"] == "1" and pairs["--threads"] == "1"
+    assert pairs["--total-timesteps"] == "8192" and pairs["--run-dir"] == str(run.directory)
+    assert pairs["--reset-frequency"] == "512" and pairs["--hidden-dim"] == "32"
+    rt = plan("table5", "reduced", algos=["p3o-rt"])[0]
+    assert rt.directory.name == "p3o-rt__Hopper-v5__seed1"
+    assert rp.command(rt, rp.State("new"), 2)[-2:] == ["--recovery", "train"]
+    friction = plan("friction", "reduced", envs=("cyclefriction/Hopper-v5",), algos=["ppo"])[0]
+    assert friction.args["--friction-period"] == "125000"
+
+
+def test_finished_run_is_skipped_partial_resumed_stale_restarted(tmp_path, capsys):
+    runs = by_name(plan("table1", "smoke", algos=["ppo", "p3o", "cycle"], runs_dir=tmp_path))
+    done, partial, stale = (runs[(n, "Hopper-v5", 1)] for n in ("PPO", "P3O", "PPO+Cycle"))
+    assert rp.run_state(done).status == "new"  # nothing there yet
+    fake_run(done, 8192)
+    partial_path = fake_run(partial, 4096)
+    (stale.directory / "Hopper-v5__cycle__1__1700000000").mkdir(parents=True)  # died before a checkpoint
+
+    assert rp.run_state(done).status == "done"
+    state = rp.run_state(partial)
+    assert (state.status, state.step, state.run_path) == ("partial", 4096, partial_path)
+    cmd = rp.command(partial, state, threads=1)
+    assert cmd[2:] == ["--resume", str(partial_path), "--total-timesteps", "8192"]
+    state = rp.run_state(stale)
+    assert state.status == "new"
+    rp.prepare(stale, state)
+    assert not any(stale.directory.iterdir())
+
+    rp.main(["table1", "--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "--algos", "ppo", "p3o", "cycle",
+             "--runs-dir", str(tmp_path), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "3 runs: 1 finished (skipped), 1 to resume, 1 to start" in out
+    assert "# ppo__Hopper-v5__seed1" not in out and "# p3o__Hopper-v5__seed1 (partial, at step 4,096)" in out
+    assert f"--resume {partial_path}" in out and "# cycle__Hopper-v5__seed1 (new)" in out
+
+    fake_run(stale, 8192)
+    (stale.directory / "Hopper-v5__cycle__1__1700000001").mkdir()
+    fake_dup = stale.directory / "Hopper-v5__cycle__1__1700000001" / "checkpoint.pt"
+    torch.save({"global_step": 512, "args": PPO_SMOKE_ARGS}, fake_dup)
+    with pytest.raises(SystemExit, match="2 runs with checkpoints"):
+        rp.run_state(stale)
+
+
+def test_progress_is_parsed_from_the_files_output():
+    text = ("run runs/x | Hopper-v5\nstep     204,800/1,000,000 | update 25/122 | SPS 1,650 | return   512.3 | "
+            "ETA    8.0 min\nwriting checkpoint\n")
+    assert rp.parse_progress(text) == (204_800, 1_000_000, 1_650, 8.0)
+    assert rp.parse_progress("starting\n") is None
+
+
+# ---- Aggregation (pure functions, hand-made event files, checkpoints and CSVs) ----
+
+def test_final_return_mean_std_and_orphans():
+    points = [(s, float(s)) for s in range(1, 21)]
+    assert rp.final_return(points) == 19.5  # last 10% of 20 episodes: 19 and 20
+    assert rp.final_return(points[:5]) == 5.0  # at least one episode
+    assert np.isnan(rp.final_return([]))
+    mean, std, n = rp.mean_std([120.0, 320.0, float("nan")])
+    assert (mean, std, n) == (220.0, 100.0, 2)
+    # a run resumed from a checkpoint at step 3 logs steps 4.. again: the first pass's 4, 5 are orphans
+    logged = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (4, 4.0), (4, 4.5), (5, 5.0), (6, 6.0)]
+    assert rp.drop_orphaned(logged) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (4, 4.5), (5, 5.0), (6, 6.0)]
+    assert rp.reset_statistics(np.array([[0, 2], [1, 1]])) == {
+        "neurons": 4, "total_resets": 4.0, "avg_resets_per_neuron": 1.0, "share_neurons_reset": 0.75}
+
+
+def test_tables_from_hand_made_runs(tmp_path):
+    """Table 4, Table 2 and the return table from hand-made event files and checkpoints."""
+    runs = by_name(plan("table4", "smoke", seeds=(1, 2), runs_dir=tmp_path / "runs"))
+    shape = (3, 32)
+    half = np.zeros(96, dtype=np.int64)
+    half[:48] = 2
+    one, two_redo = np.zeros(96, dtype=np.int64), np.zeros(96, dtype=np.int64)
+    one[5], two_redo[[7, 9]] = 6, 3
+    states = {
+        ("SBP (P3O)", 1): {"sbp": {"reset_counts": np.ones(shape, np.int64), "resets": 10, "distill_epochs": 30,
+                                   "ppo_epochs": 160, "recovery_epochs": 0}},
+        ("SBP (P3O)", 2): {"sbp": {"reset_counts": half.reshape(shape), "resets": 10, "distill_epochs": 30,
+                                   "ppo_epochs": 160, "recovery_epochs": 0}},
+        # CBP keeps one state per network: the actor's counts are Table 4's, not the critic's
+        ("PPO+CBP", 1): {"cbp": {"actor": {"reset_counts": np.full(shape, 3)}, "critic": {"reset_counts":
+                                                                                       np.full(shape, 100)}}},
+        ("PPO+CBP", 2): {"cbp": {"actor": {"reset_counts": np.full(shape, 5)}, "critic": {"reset_counts":
+                                                                                       np.full(shape, 100)}}},
+        ("PPO+ReDo", 1): {"redo": {"reset_counts": one.reshape(shape), "resets": 1}},
+        ("PPO+ReDo", 2): {"redo": {"reset_counts": two_redo.reshape(shape), "resets": 1}},
+    }
+    for (variant, seed), state in states.items():
+        base = 100 if seed == 1 else 300
+        fake_run(runs[(variant, "Hopper-v5", seed)], 8192, state, returns=[0.0] * 18 + [base, base + 40])
+    common = ["--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "2", "--runs-dir", str(tmp_path / "runs"),
+              "--results-dir", str(tmp_path / "results"), "--aggregate-only"]
+    assert rp.main(["table4", *common]) == 0
+    table4 = (tmp_path / "results" / "table4" / "table4_smoke.md").read_text()
+    assert "| SBP (P3O) | 96 | 96.0 ± 0.0 (paper 2,304.0) | 1.00 ± 0.00 (paper 3.00) | 75.0 ± 25.0 (paper 100.0) |" \
+        in table4
+    assert "| PPO+CBP | 96 | 384.0 ± 96.0 (paper 44,208.6) | 4.00 ± 1.00 (paper 57.60) | 100.0 ± 0.0 (paper 100.0) |" \
+        in table4
+    assert "| PPO+ReDo | 96 | 6.0 ± 0.0 (paper 1,800.0) | 0.06 ± 0.00 (paper 2.30) | 1.6 ± 0.5 (paper 22.3) |" \
+        in table4
+    # final return: mean of the last 10% (2 of 20 episodes): 120 and 320 -> 220 ± 100
+    assert "| Hopper-v5 | 220 ± 100 | 220 ± 100 | 220 ± 100 |" in table4
+    assert (tmp_path / "results" / "table4" / "curves_smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = rp.read_csv(tmp_path / "results" / "table4" / "runs_smoke.csv")
+    assert sorted(r["final_return"] for r in rows) == [120.0] * 3 + [320.0] * 3
+    assert {r["total_resets"] for r in rows if r["algo"] == "cbp"} == {288.0, 480.0}
+
+    assert rp.main(["table2", *common]) == 0  # the same P3O runs, another table
+    table2 = (tmp_path / "results" / "table2" / "table2_smoke.md").read_text()
+    assert "| Total distillation epochs | 30.0 ± 0.0 (paper 597.7) |" in table2
+    assert "| Per-reset epochs | 3.00 ± 0.00 (paper 2.39) |" in table2
+    assert "| Epoch ratio (distillation / PPO epochs) | 0.1875 ± 0.0000 (paper 0.0327) |" in table2
+
+
+def test_return_table_from_a_hand_made_csv(tmp_path):
+    csv_path = tmp_path / "runs.csv"
+    csv_path.write_text("variant,algo,env,seed,status,final_return\n"
+                        "PPO,ppo,Hopper-v5,1,done,1000\nPPO,ppo,Hopper-v5,2,done,3000\nPPO,ppo,Hopper-v5,3,partial,\n"
+                        "P3O,p3o,Hopper-v5,1,done,2500\n"
+                        "PPO,ppo,Ant-v5,1,done,700\nPPO,ppo,Ant-v5,2,done,900\n")
+    rows = rp.read_csv(csv_path)
+    variants = [rp.Variant("ppo"), rp.Variant("p3o")]
+    table = rp.returns_table(rows, variants, ["Hopper-v5", "Ant-v5"], rp.PAPER_TABLE1, want=2)
+    assert "| Hopper-v5 | 2,000 ± 1,000 (paper 3,613) | 2,500 ± 0 (n=1) (paper 3,735) |" in table
+    assert "| Ant-v5 | 800 ± 100 (paper 3,514) | — (paper 5,683) |" in table
+
+
+# ---- End to end: one smoke experiment, with a resume and a skip ----
+
+def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
+    runs_dir, results = tmp_path / "runs", tmp_path / "results"
+    runs = by_name(plan("table1", "smoke", envs=("InvertedPendulum-v5",), algos=["ppo", "p3o"], runs_dir=runs_dir))
+    ppo = runs[("PPO", "InvertedPendulum-v5", 1)]
+    # an interrupted run: the same configuration stopped at 4,096 of its 8,192 steps
+    options = [x for o, v in ppo.args.items() for x in (o, v)]
+    run_script("ppo_continuous.py", "--env-id", ppo.env, "--seed", 1, "--total-timesteps", 4096, "--threads", 1,
+               "--exp-name", "ppo", *options, run_dir=ppo.directory)
+    interrupted = only_run(ppo.directory)
+    assert load_checkpoint(interrupted)["global_step"] == 4096
+
+    cmd = [sys.executable, "reproduce.py", "table1", "--budget", "smoke", "--seeds", "1", "--envs",
+           "InvertedPendulum-v5", "--algos", "ppo", "p3o", "--workers", "1", "--threads", "1",
+           "--runs-dir", str(runs_dir), "--results-dir", str(results), "--progress-every", "5"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 runs: 0 finished (skipped), 1 to resume, 1 to start" in proc.stdout
+    assert only_run(ppo.directory) == interrupted  # continued, not restarted
+    assert load_checkpoint(interrupted)["global_step"] == 8192
+    returns = read_scalars(interrupted)["charts/episodic_return"]
+    assert returns[-1][0] > 4096
+    p3o_run = only_run(runs[("P3O", "InvertedPendulum-v5", 1)].directory)
+    assert load_checkpoint(p3o_run)["sbp"]["resets"] == 8  # smoke: a reset every 1,000 steps, checked per 512
+
+    table = (results / "table1" / "table1_smoke.md").read_text()
+    assert "Budget **smoke**: 8,192 environment steps per run; seeds 1; 2/2 runs finished" in table
+    row = next(line for line in table.splitlines() if line.startswith("| InvertedPendulum-v5 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert len(cells) == 2 and all(" ± " in c for c in cells), row
+    for name in ("curves", "actor_weight_magnitude", "actor_grad_norm"):
+        png = results / "table1" / f"{name}_smoke.png"
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
+    rows = rp.read_csv(results / "table1" / "runs_smoke.csv")
+    assert [(r["algo"], r["status"], r["steps"]) for r in rows] == [("ppo", "done", 8192.0), ("p3o", "done", 8192.0)]
+    ppo_final = next(r["final_return"] for r in rows if r["algo"] == "ppo")
+    assert ppo_final == pytest.approx(rp.final_return(returns))
+
+    # run again: both finished, nothing is started, the logs are untouched
+    logs = {r.directory: (r.directory / "stdout.log").read_text() for r in runs.values()}
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 runs: 2 finished (skipped), 0 to resume, 0 to start" in again.stdout
+    assert "running" not in again.stdout
+    assert {d: (d / "stdout.log").read_text() for d in logs} == logs
+
+
+# ---- Slurm: the job array through submitit ----
+
+def slurm_opts(tmp_path, **kw):
+    return SimpleNamespace(slurm_logs=str(tmp_path / "slurm"), slurm_time=90, slurm_cpus=3, slurm_partition="gpu",
+                           slurm_gpus=1, slurm_mem_gb=16, slurm_array_parallelism=4, threads=1, **kw)
+
+
+def test_slurm_job_array_script(tmp_path, monkeypatch):
+    """With stand-ins for `sbatch` and `srun` on PATH (submitit looks for srun to tell it is on a
+    cluster), submitit writes the real sbatch script of the array."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("sbatch", f"cp \"$1\" {tmp_path / 'submitted.sh'}\necho 'Submitted batch job 4242'"),
+                       ("srun", "exit 0")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod((bin_dir / name).stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runs = plan("table1", "reduced", seeds=(1, 2, 3), algos=["p3o"], runs_dir=tmp_path / "runs")
+    jobs = [(r, rp.command(r, rp.State("new"), 3, cuda=True)) for r in runs]
+    for r in runs:
+        r.directory.mkdir(parents=True)
+    submitted = rp.submit(jobs, slurm_opts(tmp_path))
+    assert [j.job_id for j in submitted] == ["4242_0", "4242_1", "4242_2"]
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=3",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --time=90", "#SBATCH --mem=16GB"):
+        assert line in script, script
+    # each array task runs one command: the run's file, its --run-dir and seed, with --cuda
+    for (run, argv), job in zip(jobs, submitted):
+        fn = job.submission().function
+        assert fn.command == argv and argv[1] == "p3o_continuous.py" and "--cuda" in argv
+        assert argv[argv.index("--run-dir") + 1] == str(run.directory)
+        assert (run.directory / "slurm_job").read_text().strip() == job.job_id
+
+
+def test_slurm_launcher_runs_the_array_with_submitits_local_executor(tmp_path):
+    runs = plan("table1", "smoke", seeds=(1, 2), envs=("InvertedPendulum-v5",), algos=["ppo"],
+                runs_dir=tmp_path / "runs", total=1024)
+    for r in runs:
+        r.directory.mkdir(parents=True)
+    jobs = [(r, rp.command(r, rp.State("new"), 1)) for r in runs]
+    opts = slurm_opts(tmp_path)
+    opts.slurm_gpus = 0
+    submitted = rp.submit(jobs, opts, cluster="local")
+    assert len(submitted) == 2
+    assert rp.wait_jobs(jobs, submitted, progress_every=1) == []
+    for r in runs:
+        state = rp.run_state(r)
+        assert (state.status, state.step) == ("done", 1024)
+        assert load_checkpoint(state.run_path)["args"]["seed"] == r.seed
