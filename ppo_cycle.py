@@ -406,7 +406,7 @@ def main():
     if args.resume:  # the run's saved arguments, except --total-timesteps and --cuda when given
         if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
             sys.exit(f"error: --resume {args.resume}: no checkpoint.pt in that directory")
-        checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), weights_only=False)
+        checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), map_location="cpu", weights_only=False)
         saved = Args(**checkpoint["args"])
         if args.total_timesteps != Args.total_timesteps:
             saved.total_timesteps = args.total_timesteps
