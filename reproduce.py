@@ -46,6 +46,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,9 +316,10 @@ def plan(experiment, budget, seeds, envs, algos, runs_dir, total_override=None):
 
 
 def load_checkpoint(path):
+    """A run's checkpoint, memory-mapped: a SAC checkpoint with its replay buffer is not read whole."""
     import torch
 
-    return torch.load(Path(path) / "checkpoint.pt", weights_only=False, map_location="cpu")
+    return torch.load(Path(path) / "checkpoint.pt", weights_only=False, map_location="cpu", mmap=True)
 
 
 def target_steps(total, ckpt_args):
@@ -749,6 +751,11 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
            "12.5M-20M steps, which a shorter budget is not expected to reach.", ""]
     if experiment.note:
         out += [experiment.note, ""]
+    if experiment.kind != "returns" and not budget.startswith("paper"):
+        out += ["Reset and epoch counts grow with the number of steps: P3O resets every 50,000 steps (1,000 in "
+                "smoke runs) and a cycle of 100 resets renews every neuron once, so the paper's 12.5M-20M steps "
+                "make 250-400 resets but the reduced budget's 1M make 20, a fifth of a cycle. Compare per-reset "
+                "values and ratios with the paper's, not totals.", ""]
     if experiment.kind == "distill":
         out += ["## Distillation epochs (paper Table 2; paper's PPO baseline: 18,310 epochs)", "",
                 distill_table(rows, envs, want), ""]
@@ -792,8 +799,8 @@ def binned_mean(points, edges):
 def mean_band(curves):
     """Mean and std (ddof=0) over seeds of binned curves; bins with no seed are nan."""
     stacked = np.vstack(curves)
-    with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan bins
         return np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
 
 
@@ -1020,11 +1027,10 @@ def main(argv=None):
         return 0
 
     todo = [(r, states[d]) for d, r in unique.items() if states[d].status != "done"]
-    if opts.launcher == "slurm":
-        queued = {r.directory for r, _ in todo if slurm_pending(r)}
-        if queued:
-            print(f"{len(queued)} runs are still queued or running on Slurm; not submitting them again")
-            todo = [(r, s) for r, s in todo if r.directory not in queued]
+    queued = {r.directory for r, _ in todo if slurm_pending(r)}
+    if queued:
+        print(f"{len(queued)} runs are still queued or running on Slurm; not starting them again")
+        todo = [(r, s) for r, s in todo if r.directory not in queued]
     jobs = [(r, command(r, s, opts.threads, opts.cuda)) for r, s in todo]
     if opts.dry_run:
         for (r, s), (_, argv) in zip(todo, jobs):
