@@ -227,8 +227,8 @@ def plasticity_metrics(net, obs, dormant_threshold):
     Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
     |activation| divided by the layer's mean of that is <= dormant_threshold), activation
     norm (mean L2 norm of the layer's activation vector); per Linear layer and overall:
-    weight magnitude (mean |w|, i.e. L1 norm per parameter); and the gradient L2 norm of the
-    last backward pass.
+    weight magnitude (mean |w|, i.e. L1 norm per parameter). The gradient norm is taken in the
+    update, before clipping.
     """
     out, h, dormant, neurons, act_norms, hidden = {}, obs, 0, 0, [], 0
     for layer in net:
@@ -244,11 +244,9 @@ def plasticity_metrics(net, obs, dormant_threshold):
     for i, m in enumerate(linears):
         out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
     params = [p for p in net.parameters()]
-    grads = [p.grad for p in params if p.grad is not None]
     out["dormant_ratio"] = dormant / neurons
     out["activation_norm"] = sum(act_norms) / len(act_norms)
     out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
-    out["grad_norm"] = torch.stack([g.norm() for g in grads]).norm().item() if grads else 0.0
     return out
 
 
@@ -416,6 +414,9 @@ def main():
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if start + args.minibatch_size == batch_size:  # raw (pre-clip) gradient norms, for plasticity/
+                    grad_norms = {name: nn.utils.get_total_norm([p.grad for p in net.parameters()]).item()
+                                  for name, net in (("actor", agent.actor_mean), ("critic", agent.critic))}
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
@@ -446,6 +447,7 @@ def main():
             for net_name, net in (("actor", agent.actor_mean), ("critic", agent.critic)):
                 for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
+                writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norms[net_name], global_step)
         mean_return = np.mean(recent_returns) if recent_returns else float("nan")
         eta = (args.total_timesteps - global_step) / max(sps, 1)
         print(f"step {global_step:>11,}/{args.total_timesteps:,} | update {iteration}/{num_iterations} | "
