@@ -1,0 +1,869 @@
+"""SAC with Sustainable Backpropagation (SBP), the paper's Appendix A.5 and Table 6.
+
+CleanRL-style SAC (sac_continuous_action.py: twin Q networks with Polyak-averaged targets, a
+tanh-squashed Gaussian actor with state-dependent log-std, automatic entropy tuning, delayed
+policy updates) plus SBP on the actor. Every --reset-frequency environment steps:
+  1. copy the actor to a frozen teacher;
+  2. reset --reset-rate of the neurons of every hidden layer of the actor (input weights and
+     bias re-drawn from the layer's initialiser, Adam moments zeroed):
+     --reset cycle walks a pointer round the layer as p3o_continuous.py does;
+     --reset redo takes the lowest ReDo scores (mean |activation| / layer mean) on a sample
+     of the replay buffer and also zeroes the neurons' outgoing weights (as ReDo does);
+  3. --inner-distill: with the reset neurons frozen, train the rest of the actor to match the
+     teacher's pre-squash Gaussian with alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)
+     on --distill-samples observations drawn from the replay buffer, until its mean is <= tau.
+The critics are neither reset nor distilled. `--reset none` is plain SAC, so one file runs
+every curve of the paper's Fig. 23:
+
+    python sac_sbp.py --env-id Hopper-v5 --reset none            # SAC
+    python sac_sbp.py --env-id Hopper-v5 --reset cycle           # SAC + SBP (cycle + distillation)
+    python sac_sbp.py --env-id Hopper-v5 --reset redo            # SAC + ReDo + distillation
+    python sac_sbp.py --env-id Hopper-v5 --reset cycle --no-inner-distill
+    python sac_sbp.py --help
+
+What it does beyond CleanRL's sac_continuous_action.py:
+- gymnasium 1.x vector envs with SAME_STEP autoreset; every transition that ends an episode
+  stores the true final observation; only a termination cuts the bootstrap, a time-limit
+  truncation bootstraps from Q(final observation);
+- a replay buffer of preallocated tensors (on the GPU with --cuda) that stores each
+  observation once: row k holds observation k with the reward and termination flag of the
+  step that produced it, the next observation of transition k is row k+1, and the true final
+  observation of an episode is kept aside; one vectorised index draw per update;
+- the same update as CleanRL's, at least twice as fast on a CPU: both Q networks evaluated as
+  one batched ensemble, fused Adam, no Q-parameter gradients in the actor loss, no host
+  syncs and no per-step tensor churn in the hot loop;
+- plasticity metrics of actor and both critics (ReDo dormant ratio, weight magnitude,
+  gradient norm, activation norm) under `plasticity/` in TensorBoard;
+- argument validation before any work, atomic checkpoints (replay buffer optional), exact
+  `--resume`, a final checkpoint on Ctrl-C, and a NaN/inf guard.
+"""
+
+import copy
+import dataclasses
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from envs import ENV_ID_HELP, get_env_state, make_env, set_env_state, validate_env_id
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment, part of the run name"""
+    seed: int = 1
+    """seed of the experiment (torch, numpy, python and the envs)"""
+    torch_deterministic: bool = True
+    """use deterministic torch algorithms, so one seed gives one result"""
+    cuda: bool = False
+    """run the networks and the replay buffer on a CUDA GPU; an error if none is present"""
+    threads: int = 0
+    """torch CPU threads; 0 means min(4, number of cores)"""
+    run_dir: str = "runs"
+    """folder under which each run writes runs/<run name>/ (TensorBoard events, checkpoint)"""
+    resume: Optional[str] = None
+    """a run directory to continue from its last checkpoint; its saved arguments are used,
+    except --total-timesteps and --cuda when given"""
+    checkpoint_every: int = 100_000
+    """write a checkpoint every this many environment steps (and at the end and on Ctrl-C)"""
+    save_buffer: bool = True
+    """keep the replay buffer in the checkpoint (1M Humanoid-v5 transitions: about 1.5 GB), so
+    --resume continues exactly; without it a resumed run starts from an empty buffer, acts with
+    its current policy and updates again once --learning-starts new transitions are in it (not
+    the same run as an uninterrupted one)"""
+    log_every: int = 1_000
+    """log losses every this many environment steps"""
+    metrics_every: int = 5_000
+    """log plasticity metrics and print the progress line every this many environment steps"""
+    dormant_threshold: float = 0.1
+    """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
+
+    # Environment
+    env_id: str = "Hopper-v5"
+    """the environment id: a gymnasium MuJoCo id (Hopper-v5, ...), 'dm_control/<domain>-<task>'
+    or 'cyclefriction/<id>' (Cycle Friction)"""
+    num_envs: int = 1
+    """number of parallel environments (CleanRL's SAC: 1); each vector step is followed by
+    num_envs gradient updates, so there is one update per environment step"""
+    async_envs: bool = False
+    """step the environments in worker processes (worth it with many cores)"""
+    friction_period: int = 1_000_000
+    """Cycle Friction only: env steps between friction changes (4, 3, 2, 1, 2, 3, 4, ...)"""
+
+    # SAC (defaults: CleanRL's sac_continuous_action.py; buffer size: the paper's Table 6)
+    total_timesteps: int = 1_000_000
+    """total environment steps of the run (over all envs)"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity in transitions (the paper's Table 6: 1 million)"""
+    gamma: float = 0.99
+    """discount factor (CleanRL)"""
+    tau: float = 0.005
+    """Polyak coefficient of the target Q networks (CleanRL)"""
+    batch_size: int = 256
+    """minibatch size of every update, sampled from the replay buffer (CleanRL)"""
+    learning_starts: int = 5_000
+    """environment steps of uniformly random actions before the first update (CleanRL)"""
+    policy_lr: float = 3e-4
+    """Adam learning rate of the actor (CleanRL)"""
+    q_lr: float = 1e-3
+    """Adam learning rate of the Q networks and of the entropy temperature (CleanRL)"""
+    policy_frequency: int = 2
+    """every this many updates, do this many actor (and temperature) updates (CleanRL's delayed
+    policy update, the same number of actor updates as critic updates)"""
+    target_network_frequency: int = 1
+    """Polyak-update the target Q networks every this many updates (CleanRL)"""
+    alpha: float = 0.2
+    """entropy coefficient when --no-autotune (CleanRL)"""
+    autotune: bool = True
+    """tune the entropy coefficient towards the target entropy -action_dim (CleanRL)"""
+    log_std_min: float = -5.0
+    """lower bound of the actor's log-std (CleanRL, from SpinUp / Denis Yarats)"""
+    log_std_max: float = 2.0
+    """upper bound of the actor's log-std (CleanRL)"""
+
+    # Networks (CleanRL's SAC: two hidden layers of 256, ReLU, PyTorch's default initialisation)
+    hidden_dim: int = 256
+    """width of every hidden layer of actor and Q networks (CleanRL)"""
+    hidden_layers: int = 2
+    """number of hidden layers of actor and Q networks (CleanRL)"""
+    activation: Literal["relu", "tanh"] = "relu"
+    """hidden activation of actor and Q networks (CleanRL: relu)"""
+
+    # SBP (the paper's Table 6; tau and the epoch cap as p3o_continuous.py)
+    reset: Literal["none", "cycle", "redo"] = "cycle"
+    """neuron reset of the actor: 'none' = plain SAC; 'cycle' = SBP's cycle reset; 'redo' = the
+    lowest ReDo scores on a replay-buffer sample, outgoing weights zeroed"""
+    inner_distill: bool = True
+    """after each reset, inner distillation from the pre-reset actor (ignored with --reset none)"""
+    reset_rate: float = 0.01
+    """share of each hidden layer's neurons reset per reset (Table 6: 0.01); a cycle is
+    ceil(1/rate) resets; redo resets as many neurons per reset as cycle does"""
+    reset_frequency: int = 10_000
+    """environment steps between resets (Table 6: 10,000); none before learning starts"""
+    reset_range: float = 1.0
+    """cycle only: share of each hidden layer the cycle walks (1.0 = whole layer)"""
+    distill_alpha: float = 0.8
+    """alpha of the double KL: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher) (Table 6: 0.8)"""
+    distill_samples: int = 8_192
+    """observations drawn from the replay buffer for ReDo scores and distillation (Table 6: 8,192)"""
+    distill_tau: float = 0.01
+    """distil until the mean double KL over the sample is <= tau"""
+    distill_max_epochs: int = 200
+    """safety cap on distillation epochs per reset; a warning is printed when it is hit"""
+
+
+def validate_args(args: Args) -> None:
+    """Check every argument before any env, network or directory is made; exit 2 with all problems."""
+    checks = [
+        (args.total_timesteps >= args.num_envs, f"--total-timesteps {args.total_timesteps} must be at least "
+                                                f"one vector step (--num-envs {args.num_envs})"),
+        (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
+        (args.buffer_size >= 2 * args.num_envs, f"--buffer-size {args.buffer_size} must be >= 2 x --num-envs"),
+        (args.buffer_size >= args.learning_starts, f"--buffer-size {args.buffer_size} must be >= --learning-starts "
+                                                   f"{args.learning_starts}, or learning never starts"),
+        (args.learning_starts >= 0, f"--learning-starts {args.learning_starts} must be >= 0"),
+        (args.batch_size >= 1, f"--batch-size {args.batch_size} must be >= 1"),
+        (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
+        (0 < args.tau <= 1, f"--tau {args.tau} must be in (0, 1]"),
+        (args.policy_lr > 0, f"--policy-lr {args.policy_lr} must be > 0"),
+        (args.q_lr > 0, f"--q-lr {args.q_lr} must be > 0"),
+        (args.policy_frequency >= 1, f"--policy-frequency {args.policy_frequency} must be >= 1"),
+        (args.target_network_frequency >= 1,
+         f"--target-network-frequency {args.target_network_frequency} must be >= 1"),
+        (args.alpha >= 0, f"--alpha {args.alpha} must be >= 0"),
+        (args.log_std_min < args.log_std_max,
+         f"--log-std-min {args.log_std_min} must be < --log-std-max {args.log_std_max}"),
+        (args.hidden_dim >= 1, f"--hidden-dim {args.hidden_dim} must be >= 1"),
+        (args.hidden_layers >= 1, f"--hidden-layers {args.hidden_layers} must be >= 1"),
+        (0 < args.reset_rate <= 1, f"--reset-rate {args.reset_rate} must be in (0, 1]"),
+        (0 < args.reset_range <= 1, f"--reset-range {args.reset_range} must be in (0, 1]"),
+        (args.reset_frequency >= 1, f"--reset-frequency {args.reset_frequency} must be >= 1"),
+        (0 <= args.distill_alpha <= 1, f"--distill-alpha {args.distill_alpha} must be in [0, 1]"),
+        (args.distill_samples >= 1, f"--distill-samples {args.distill_samples} must be >= 1"),
+        (args.distill_tau > 0, f"--distill-tau {args.distill_tau} must be > 0"),
+        (args.distill_max_epochs >= 1, f"--distill-max-epochs {args.distill_max_epochs} must be >= 1"),
+        (args.friction_period > 0, f"--friction-period {args.friction_period} must be a positive number of steps"),
+        (args.threads >= 0, f"--threads {args.threads} must be >= 0 (0 = automatic)"),
+        (args.checkpoint_every >= 1, f"--checkpoint-every {args.checkpoint_every} must be >= 1"),
+        (args.log_every >= 1, f"--log-every {args.log_every} must be >= 1"),
+        (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
+        (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
+        (not args.cuda or torch.cuda.is_available(),
+         "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+         "install a CUDA build of torch or drop --cuda"),
+    ]
+    errors = [message for ok, message in checks if not ok]
+    try:
+        validate_env_id(args.env_id)
+    except ValueError as e:
+        errors.append(f"--env-id: {e}")
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def layer_init(layer):
+    """SAC keeps PyTorch's default Linear initialisation (as CleanRL's SAC); a reset re-draws from it."""
+    return layer
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def mlp(in_dim, out_dim, args):
+    """hidden_layers x (Linear, activation), then a Linear head."""
+    layers, dim = [], in_dim
+    for _ in range(args.hidden_layers):
+        layers += [layer_init(nn.Linear(dim, args.hidden_dim)), ACTIVATIONS[args.activation]()]
+        dim = args.hidden_dim
+    return nn.Sequential(*layers, layer_init(nn.Linear(dim, out_dim)))
+
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy. One MLP whose head gives the pre-squash mean and raw
+    log-std (CleanRL's fc_mean and fc_logstd side by side); the log-std is bounded with tanh."""
+
+    def __init__(self, obs_dim, act_dim, low, high, args):
+        super().__init__()
+        self.net = mlp(obs_dim, 2 * act_dim, args)
+        self.register_buffer("action_scale", torch.tensor((high - low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((high + low) / 2.0, dtype=torch.float32))
+        self.log_std_min, self.log_std_max = args.log_std_min, args.log_std_max
+
+    def forward(self, obs):
+        """The pre-squash Gaussian: (mean, log-std)."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+    def sample(self, obs):
+        """Reparameterised action in the env's bounds and its log-probability (tanh-corrected)."""
+        mean, log_std = self(obs)
+        noise = torch.randn_like(mean)
+        squashed = torch.tanh(mean + log_std.exp() * noise)
+        log_prob = (-0.5 * noise.square() - log_std - LOG_SQRT_2PI
+                    - torch.log(self.action_scale * (1 - squashed.square()) + 1e-6)).sum(-1)
+        return squashed * self.action_scale + self.action_bias, log_prob
+
+
+class TwinQ(nn.Module):
+    """num_q Q networks (observation, action) -> value as one batched ensemble: layer i holds all
+    members' weights in one (num_q, in, out) tensor, so a forward pass is one baddbmm per layer.
+    Each member is initialised as an nn.Linear stack (PyTorch's default, as CleanRL's SoftQNetwork)."""
+
+    def __init__(self, in_dim, args, num_q=2):
+        super().__init__()
+        dims = [in_dim] + [args.hidden_dim] * args.hidden_layers + [1]
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            members = [nn.Linear(fan_in, fan_out) for _ in range(num_q)]
+            self.weights.append(nn.Parameter(torch.stack([m.weight.detach().T for m in members]).contiguous()))
+            self.biases.append(nn.Parameter(torch.stack([m.bias.detach()[None] for m in members])))
+        self.activation = args.activation
+        self.act_fn = torch.relu if args.activation == "relu" else torch.tanh
+
+    def forward(self, obs, action, detach=False):
+        """Q values of every member, shape (num_q, batch). detach: no gradient reaches the Q
+        parameters (the actor loss), only the action."""
+        h = torch.cat([obs, action], dim=-1).expand(len(self.weights[0]), -1, -1)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if detach:
+                w, b = w.detach(), b.detach()
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = self.act_fn(h)
+        return h.squeeze(-1)
+
+    def member(self, q):
+        """Member q as an nn.Sequential of Linear and activation layers holding copies of its
+        weights and of their last gradients, for plasticity_metrics."""
+        layers = []
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            linear = nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[2], device=w.device)  # no RNG draw
+            with torch.no_grad():
+                linear.weight.copy_(w[q].T)
+                linear.bias.copy_(b[q, 0])
+            if w.grad is not None:
+                linear.weight.grad, linear.bias.grad = w.grad[q].T.clone(), b.grad[q, 0].clone()
+            layers += [linear] if i == len(self.weights) - 1 else [linear, ACTIVATIONS[self.activation]()]
+        return nn.Sequential(*layers)
+
+
+class ReplayBuffer:
+    """Preallocated replay buffer (on `device`) storing each observation once.
+
+    Rows are env steps, one column per sub-env: row k holds [observation k | reward |
+    terminated] where reward and terminated belong to the step that produced observation k,
+    and actions[k] is the action taken at observation k. Transition k is therefore
+    (obs[k], actions[k], reward[k+1], terminated[k+1], obs[k+1]), except that when the step
+    ended the episode, row k+1 holds the next episode's first observation and the true final
+    observation is kept aside (`final`, indexed by `end_id[k]`). A truncation stores
+    terminated = 0, so the target bootstraps from Q(final observation); a termination stores 1.
+    With capacity C transitions per sub-env there are C + 1 rows: the newest row is the current
+    observation, whose action is not taken yet.
+    """
+
+    def __init__(self, capacity, num_envs, obs_dim, act_dim, device):
+        self.rows = capacity // num_envs + 1  # rows per sub-env, one more than transitions
+        self.num_envs, self.obs_dim, self.device = num_envs, obs_dim, device
+        self.store = torch.zeros((self.rows, num_envs, obs_dim + 2), dtype=torch.float32, device=device)
+        self.actions = torch.zeros((self.rows, num_envs, act_dim), dtype=torch.float32, device=device)
+        self.end_id = torch.full((self.rows, num_envs), -1, dtype=torch.int64, device=device)
+        self.final = torch.zeros((256, obs_dim), dtype=torch.float32, device=device)  # grows on demand
+        self.end_id_host = np.full((self.rows, num_envs), -1, dtype=np.int64)
+        self.pos = 0  # row of the current observation
+        self.size = 0  # transitions per sub-env in the buffer
+        self.next_end = 0  # id of the next episode end; ids [oldest_end, next_end) are live
+        self.oldest_end = 0
+        self._row = np.zeros((num_envs, obs_dim + 2), dtype=np.float32)
+
+    def nbytes(self):
+        return sum(t.numel() * t.element_size() for t in (self.store, self.actions, self.end_id, self.final))
+
+    def start(self, obs):
+        """Set the current observation (the first one of the run, or after a resume without buffer)."""
+        self._row[:, :self.obs_dim] = obs
+        self._row[:, self.obs_dim:] = 0
+        self.store[self.pos].copy_(torch.from_numpy(self._row))
+
+    def current_obs(self):
+        """The current observation of every sub-env, (num_envs, obs_dim), on the device."""
+        return self.store[self.pos, :, :self.obs_dim]
+
+    def add(self, action, next_obs, reward, terminated, truncated, final_obs=None):
+        """Store one vector step. action: a device tensor or numpy array (num_envs, act_dim);
+        final_obs: infos["final_obs"] of a step where some sub-env ended (dense, row i valid
+        where terminated[i] or truncated[i])."""
+        k, nxt = self.pos, (self.pos + 1) % self.rows
+        self.actions[k] = action if isinstance(action, torch.Tensor) else torch.from_numpy(action)
+        ended = np.logical_or(terminated, truncated)
+        if self.end_id_host[nxt].max() >= 0:  # row nxt (the oldest transition) is overwritten
+            self.oldest_end = int(self.end_id_host[nxt].max()) + 1
+        ids = np.full(self.num_envs, -1, dtype=np.int64)
+        if ended.any():
+            count = int(ended.sum())
+            if self.next_end + count - self.oldest_end > len(self.final):
+                self._grow_final(self.next_end + count - self.oldest_end)
+            ids[ended] = np.arange(self.next_end, self.next_end + count)
+            slots = torch.from_numpy(ids[ended] % len(self.final)).to(self.device)
+            self.final[slots] = torch.from_numpy(np.asarray(final_obs, dtype=np.float32)[ended]).to(self.device)
+            self.next_end += count
+        if (ids != self.end_id_host[k]).any():
+            self.end_id_host[k] = ids
+            self.end_id[k] = torch.from_numpy(ids).to(self.device)
+        self._row[:, :self.obs_dim] = next_obs
+        self._row[:, self.obs_dim] = reward
+        self._row[:, self.obs_dim + 1] = terminated
+        self.store[nxt].copy_(torch.from_numpy(self._row))
+        self.pos = nxt
+        self.size = min(self.size + 1, self.rows - 1)
+
+    def _grow_final(self, needed):
+        size = max(2 * len(self.final), needed)
+        live = torch.arange(self.oldest_end, self.next_end, device=self.device)
+        grown = torch.zeros((size, self.obs_dim), dtype=torch.float32, device=self.device)
+        grown[live % size] = self.final[live % len(self.final)]
+        self.final = grown
+
+    def _indices(self, n, generator=None):
+        """n (row, sub-env) pairs of stored transitions, uniformly, from one random draw."""
+        draw = torch.randint(self.size * self.num_envs, (n,), device=self.device, generator=generator)
+        oldest = (self.pos - self.size) % self.rows
+        if self.num_envs == 1:
+            return (draw + oldest) % self.rows, torch.zeros_like(draw)
+        return (draw // self.num_envs + oldest) % self.rows, draw % self.num_envs
+
+    def transitions(self, row, env):
+        """(obs, action, reward, next_obs, done) of the transitions at (row, env) index tensors."""
+        flat, flat_next = row * self.num_envs + env, ((row + 1) % self.rows) * self.num_envs + env
+        store = self.store.view(-1, self.obs_dim + 2)
+        current, following = store[flat], store[flat_next]
+        next_obs = following[:, :self.obs_dim]
+        if self.next_end > self.oldest_end:  # some transition in the buffer ended an episode
+            ends = self.end_id.view(-1)[flat]
+            next_obs = torch.where((ends >= 0)[:, None], self.final[ends % len(self.final)], next_obs)
+        return (current[:, :self.obs_dim], self.actions.view(-1, self.actions.shape[-1])[flat],
+                following[:, self.obs_dim], next_obs, following[:, self.obs_dim + 1])
+
+    def sample(self, n, generator=None):
+        return self.transitions(*self._indices(n, generator))
+
+    def sample_obs(self, n):
+        """n observations of stored transitions, without replacement when the buffer has n."""
+        total = self.size * self.num_envs
+        draw = (torch.randperm(total, device=self.device)[:n] if total >= n
+                else torch.randint(total, (n,), device=self.device))
+        row = (draw // self.num_envs + (self.pos - self.size) % self.rows) % self.rows
+        flat = row * self.num_envs + draw % self.num_envs
+        return self.store.view(-1, self.obs_dim + 2)[flat, :self.obs_dim]
+
+    def state_dict(self):
+        filled = self.rows if self.size == self.rows - 1 else self.size + 1  # rows written so far
+        return {"store": self.store[:filled].cpu(), "actions": self.actions[:filled].cpu(),
+                "end_id": self.end_id_host[:filled].copy(), "final": self.final.cpu(), "pos": self.pos,
+                "size": self.size, "next_end": self.next_end, "oldest_end": self.oldest_end}
+
+    def load_state_dict(self, state):
+        filled = len(state["store"])
+        self.store[:filled] = state["store"].to(self.device)
+        self.actions[:filled] = state["actions"].to(self.device)
+        self.end_id_host[:filled] = state["end_id"]
+        self.end_id[:filled] = torch.from_numpy(state["end_id"]).to(self.device)
+        self.final = state["final"].to(self.device)
+        self.pos, self.size = state["pos"], state["size"]
+        self.next_end, self.oldest_end = state["next_end"], state["oldest_end"]
+
+
+@torch.no_grad()
+def plasticity_metrics(net, obs, dormant_threshold):
+    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch.
+
+    Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
+    |activation| divided by the layer's mean of that is <= dormant_threshold), activation
+    norm (mean L2 norm of the layer's activation vector); per Linear layer and overall:
+    weight magnitude (mean |w|, i.e. L1 norm per parameter); and the gradient L2 norm of the
+    last backward pass.
+    """
+    out, h, dormant, neurons, act_norms, hidden = {}, obs, 0, 0, [], 0
+    for layer in net:
+        h = layer(h)
+        if not isinstance(layer, nn.Linear):
+            mean_abs = h.abs().mean(0)
+            score = mean_abs / (mean_abs.mean() + 1e-9)
+            layer_dormant = int((score <= dormant_threshold).sum())
+            out[f"dormant_ratio/layer{hidden}"] = layer_dormant / h.shape[1]
+            act_norms.append(h.norm(dim=1).mean().item())
+            dormant, neurons, hidden = dormant + layer_dormant, neurons + h.shape[1], hidden + 1
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, m in enumerate(linears):
+        out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
+    params = [p for p in net.parameters()]
+    grads = [p.grad for p in params if p.grad is not None]
+    out["dormant_ratio"] = dormant / neurons
+    out["activation_norm"] = sum(act_norms) / len(act_norms)
+    out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
+    out["grad_norm"] = torch.stack([g.norm() for g in grads]).norm().item() if grads else 0.0
+    return out
+
+
+# ---- SBP: cycle or ReDo reset and inner distillation ----
+def cycle_slice(k, reset_rate, width):
+    """Neurons [start, end) reset by the k-th reset of a cycle of ceil(1/reset_rate) resets.
+
+    Boundaries are round(k * reset_rate * width), the last slice ends at width: consecutive
+    slices share their boundary, so one cycle resets every neuron exactly once even when
+    reset_rate * width is not whole (256 * 0.01 = 2.56 gives slices of 2 or 3 neurons).
+    """
+    num_slices = math.ceil(1 / reset_rate - 1e-9)
+    end = width if k == num_slices - 1 else round((k + 1) * reset_rate * width)
+    return round(k * reset_rate * width), end
+
+
+def hidden_linears(net):
+    """The Linear layers of an MLP whose outputs are hidden neurons (all but the head)."""
+    return [m for m in net if isinstance(m, nn.Linear)][:-1]
+
+
+def reinit_neurons(layer, rows, optimizer):
+    """Re-initialise the input weights and bias of neurons `rows` of `layer` with the layer's
+    initialiser and zero their Adam moments, so stale moments do not push fresh weights."""
+    fresh = layer_init(nn.Linear(layer.in_features, layer.out_features)).to(layer.weight.device)
+    with torch.no_grad():
+        layer.weight[rows] = fresh.weight[rows]
+        layer.bias[rows] = fresh.bias[rows]
+    for param in (layer.weight, layer.bias):
+        state = optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][rows] = 0
+
+
+def cycle_reset(actor_mean, optimizer, k, args):
+    """Cycle reset of slice k of every hidden layer; returns [(layer, reset rows)]."""
+    frozen = []
+    for layer in hidden_linears(actor_mean):
+        start, end = cycle_slice(k, args.reset_rate, round(args.reset_range * layer.out_features))
+        rows = torch.arange(start, end, device=layer.weight.device)
+        reinit_neurons(layer, rows, optimizer)
+        frozen.append((layer, rows))
+    return frozen
+
+
+@torch.no_grad()
+def redo_scores(net, obs):
+    """ReDo score of every hidden neuron of an MLP: mean |activation| over obs / the layer's mean of that."""
+    scores, h = [], obs
+    for layer in net:
+        h = layer(h)
+        if not isinstance(layer, nn.Linear):
+            mean_abs = h.abs().mean(0)
+            scores.append(mean_abs / (mean_abs.mean() + 1e-9))
+    return scores
+
+
+def redo_reset(net, optimizer, k, obs, args):
+    """ReDo reset: in every hidden layer the neurons with the lowest ReDo scores on obs (as many
+    as cycle_slice k holds, so redo and cycle reset the same number) get fresh input weights
+    and zero outgoing weights, with their Adam moments zeroed. Returns ([(layer, reset rows)],
+    the highest reset score)."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    frozen, top_score = [], 0.0
+    for i, score in enumerate(redo_scores(net, obs)):
+        start, end = cycle_slice(k, args.reset_rate, linears[i].out_features)
+        rows = torch.sort(torch.topk(score, end - start, largest=False).indices).values
+        top_score = max(top_score, float(score[rows].max()))
+        reinit_neurons(linears[i], rows, optimizer)
+        outgoing = linears[i + 1].weight
+        with torch.no_grad():
+            outgoing[:, rows] = 0
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in optimizer.state.get(outgoing, {}):
+                optimizer.state[outgoing][key][:, rows] = 0
+        frozen.append((linears[i], rows))
+    return frozen, top_score
+
+
+def gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
+    """KL(p || q) of diagonal Gaussians in closed form, summed over action dimensions."""
+    var_p, var_q = (2 * logstd_p).exp(), (2 * logstd_q).exp()
+    return (logstd_q - logstd_p + (var_p + (mean_p - mean_q).square()) / (2 * var_q) - 0.5).sum(-1)
+
+
+def alpha_dkl(mean_t, logstd_t, mean_s, logstd_s, alpha):
+    """The paper's Eq. 4 per sample: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)."""
+    return (alpha * gaussian_kl(mean_t, logstd_t, mean_s, logstd_s)
+            + (1 - alpha) * gaussian_kl(mean_s, logstd_s, mean_t, logstd_t))
+
+
+def inner_distill(actor, teacher, obs, frozen, args):
+    """Distil the teacher's pre-squash Gaussian (mean and state-dependent log-std) into the
+    actor on `obs` with the alpha-DKL, in minibatches of --batch-size, epoch after epoch (at
+    least one) until the mean loss over all of `obs` is <= tau or the epoch cap is hit. The
+    `frozen` rows get zero gradient, and a fresh Adam (zero moments) moves a zero-gradient
+    entry by exactly 0, so they stay bit-identical. Returns (epochs, loss before, loss after)."""
+    optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
+    with torch.no_grad():
+        target_mean, target_logstd = teacher(obs)
+
+    def loss_on(idx):
+        mean, logstd = actor(obs[idx])
+        return alpha_dkl(target_mean[idx], target_logstd[idx], mean, logstd, args.distill_alpha).mean()
+
+    with torch.no_grad():
+        loss_start = loss = loss_on(slice(None)).item()
+    epochs = 0
+    while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
+        permutation = torch.randperm(len(obs), device=obs.device)
+        for start in range(0, len(obs), args.batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            loss_on(permutation[start:start + args.batch_size]).backward()
+            for layer, rows in frozen:
+                layer.weight.grad[rows] = 0
+                layer.bias.grad[rows] = 0
+            optimizer.step()
+        epochs += 1
+        with torch.no_grad():
+            loss = loss_on(slice(None)).item()
+    if loss > args.distill_tau:
+        print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
+              f"with loss {loss:.4f} > tau {args.distill_tau}")
+    return epochs, loss_start, loss
+
+
+def reset_statistics(reset_counts):
+    """The paper's Table 4 over the reset network's hidden neurons."""
+    return {"total_resets": int(reset_counts.sum()), "avg_resets_per_neuron": float(reset_counts.mean()),
+            "share_neurons_reset": float((reset_counts > 0).mean())}
+
+
+def save_checkpoint(path, state):
+    """Write atomically: a crash while saving leaves the previous checkpoint intact."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class GracefulInterrupt:
+    """First Ctrl-C: finish the current update, checkpoint, exit. Second: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again to stop at once)")
+
+
+def main():
+    args = tyro.cli(Args)
+    checkpoint = None
+    if args.resume:  # the run's saved arguments, except --total-timesteps and --cuda when given
+        if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
+            sys.exit(f"error: --resume {args.resume}: no checkpoint.pt in that directory")
+        checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), weights_only=False)
+        saved = Args(**checkpoint["args"])
+        if args.total_timesteps != Args.total_timesteps:
+            saved.total_timesteps = args.total_timesteps
+        saved.cuda, saved.resume = args.cuda, args.resume
+        args = saved
+    validate_args(args)
+    if args.resume:
+        run_dir = args.resume
+    else:
+        env_name = args.env_id.replace("/", "_")
+        run_dir = os.path.join(args.run_dir, f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:  # cuBLAS needs this for deterministic matmuls
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
+    device = torch.device("cuda" if args.cuda else "cpu")
+
+    start_step = checkpoint["global_step"] if checkpoint else 0
+    envs, next_obs = make_env(args.env_id, args.num_envs, args.seed, normalize=False, gamma=args.gamma,
+                              async_envs=args.async_envs, friction_period=args.friction_period,
+                              start_step=start_step)
+    obs_dim = envs.single_observation_space.shape[0]
+    act_dim = envs.single_action_space.shape[0]
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    actor = Actor(obs_dim, act_dim, low, high, args).to(device)
+    qf = TwinQ(obs_dim + act_dim, args).to(device)
+    qf_target = copy.deepcopy(qf).requires_grad_(False)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)  # one fused kernel per step
+    # the temperature (log alpha, learning rate --q-lr) shares the actor's optimizer and backward pass:
+    # Adam is per parameter, so this is the same as CleanRL's separate optimizers, with one step less
+    target_entropy = -float(act_dim)
+    log_alpha = torch.zeros(1, device=device, requires_grad=True)
+    actor_optimizer = torch.optim.Adam([{"params": list(actor.parameters())}]
+                                       + ([{"params": [log_alpha], "lr": args.q_lr}] if args.autotune else []),
+                                       lr=args.policy_lr, fused=True)
+    rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_dim, act_dim, device)
+
+    global_step, updates = 0, 0
+    recent_returns = deque(maxlen=20)
+    sbp = {"reset_index": 0, "next_reset": args.reset_frequency, "resets": 0, "distill_epochs": 0,
+           "reset_seconds": 0.0, "reset_counts": np.zeros((args.hidden_layers, args.hidden_dim), dtype=np.int64)}
+    if checkpoint:
+        actor.load_state_dict(checkpoint["actor"])
+        qf.load_state_dict(checkpoint["qf"])
+        qf_target.load_state_dict(checkpoint["qf_target"])
+        actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
+        q_optimizer.load_state_dict(checkpoint["q_optimizer"])
+        with torch.no_grad():
+            log_alpha.copy_(checkpoint["log_alpha"])
+        set_env_state(envs, checkpoint["env_state"])
+        next_obs = checkpoint["next_obs"]
+        global_step, updates = checkpoint["global_step"], checkpoint["updates"]
+        recent_returns.extend(checkpoint["recent_returns"])
+        sbp = checkpoint["sbp"]
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if args.cuda and checkpoint["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        if checkpoint["replay_buffer"] is not None:
+            rb.load_state_dict(checkpoint["replay_buffer"])
+        else:
+            rb.start(next_obs)
+            print(f"resuming without a replay buffer: updates continue after {args.learning_starts:,} new steps")
+        print(f"resumed {run_dir} at step {global_step:,} (update {updates:,})")
+    else:
+        rb.start(next_obs)
+    alpha = log_alpha.exp().detach() if args.autotune else torch.tensor(args.alpha, device=device)
+
+    os.makedirs(run_dir, exist_ok=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in vars(args).items()))
+    sbp_name = "none" if args.reset == "none" else f"{args.reset}{' + inner distillation' if args.inner_distill else ''}"
+    print(f"run {run_dir} | {args.env_id} | device {device} | reset {sbp_name} | "
+          f"replay buffer {rb.nbytes() / 2**30:.2f} GiB for {args.buffer_size:,} transitions")
+
+    def checkpoint_state():
+        return {
+            "args": dataclasses.asdict(args), "global_step": global_step, "updates": updates,
+            "actor": actor.state_dict(), "qf": qf.state_dict(), "qf_target": qf_target.state_dict(),
+            "actor_optimizer": actor_optimizer.state_dict(), "q_optimizer": q_optimizer.state_dict(),
+            "log_alpha": log_alpha.detach().cpu(),
+            "env_state": get_env_state(envs), "next_obs": next_obs, "recent_returns": list(recent_returns),
+            "sbp": sbp, "replay_buffer": rb.state_dict() if args.save_buffer else None,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if args.cuda else None},
+        }
+
+    def sac_update():
+        """One critic update; every policy_frequency-th, that many actor and temperature updates."""
+        nonlocal updates, alpha
+        updates += 1
+        obs, actions, rewards, next_obs_b, dones = rb.sample(args.batch_size)
+        with torch.no_grad():
+            next_actions, next_log_pi = actor.sample(next_obs_b)
+            min_q_next = qf_target(next_obs_b, next_actions).amin(0) - alpha * next_log_pi
+            target_q = rewards + (1 - dones) * args.gamma * min_q_next
+        q_values = qf(obs, actions)
+        q_losses = (q_values - target_q).square().mean(1)  # both Q networks' MSE
+        q_optimizer.zero_grad(set_to_none=True)
+        q_losses.sum().backward()
+        q_optimizer.step()
+        out = {"q_values": q_values.detach(), "q_losses": q_losses.detach()}
+        if updates % args.policy_frequency == 0:  # CleanRL's delayed update, compensated
+            for _ in range(args.policy_frequency):
+                pi, log_pi = actor.sample(obs)
+                # no gradient into the Q networks: only the action's path matters here
+                actor_loss = (alpha * log_pi - qf(obs, pi, detach=True).amin(0)).mean()
+                loss = actor_loss
+                if args.autotune:  # temperature loss on the same sample (the SAC authors' and SB3's
+                    # order; CleanRL draws a second sample after the actor step)
+                    alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+                    loss = actor_loss + alpha_loss
+                    out["alpha_loss"] = alpha_loss.detach()
+                actor_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                actor_optimizer.step()
+                alpha = log_alpha.exp().detach() if args.autotune else alpha
+                out["actor_loss"] = actor_loss.detach()
+        if updates % args.target_network_frequency == 0:
+            with torch.no_grad():
+                for param, target_param in zip(qf.parameters(), qf_target.parameters()):
+                    target_param.lerp_(param, args.tau)
+        return out
+
+    interrupt = GracefulInterrupt()
+    start_time, steps_at_start = time.time(), global_step
+    learn_start = None  # (time, step) when this process started updating
+    last = {}
+
+    def crossed(every):
+        return global_step // every != (global_step - args.num_envs) // every
+
+    while global_step < args.total_timesteps:
+        # ---- Act: random actions before --learning-starts, then the policy ----
+        if global_step < args.learning_starts:
+            action = np.random.uniform(low, high, (args.num_envs, act_dim)).astype(np.float32)
+            env_action = action
+        else:
+            with torch.inference_mode():
+                action, _ = actor.sample(rb.current_obs())
+            env_action = action.cpu().numpy()
+        next_obs, reward, terminations, truncations, infos = envs.step(env_action)
+        rb.add(action, next_obs, reward, terminations, truncations, infos.get("final_obs"))
+        global_step += args.num_envs
+        if "_episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                recent_returns.append(float(infos["episode"]["r"][i]))
+                writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
+                writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
+
+        # ---- Learn: one update per environment step ----
+        learning = rb.size * args.num_envs >= max(args.learning_starts, 1)
+        if learning:
+            learn_start = learn_start or (time.time(), global_step)
+            for _ in range(args.num_envs):
+                last.update(sac_update())
+
+        finished = global_step >= args.total_timesteps
+        # ---- Logging and NaN guard: stop before anything non-finite reaches a checkpoint ----
+        if learning and (crossed(args.log_every) or crossed(args.checkpoint_every) or finished
+                         or interrupt.requested):
+            q_values, q_losses = last["q_values"], last["q_losses"]
+            losses = {"qf1_values": q_values[0].mean(), "qf2_values": q_values[1].mean(),
+                      "qf1_loss": q_losses[0], "qf2_loss": q_losses[1], "qf_loss": q_losses.mean()}
+            for key in ("actor_loss", "alpha_loss"):
+                if key in last:
+                    losses[key] = last[key]
+            bad = [f"loss {k}" for k, v in losses.items() if not torch.isfinite(v)]
+            for net_name, net in (("actor", actor), ("qf", qf)):
+                bad += [f"{net_name} parameter {k}" for k, p in net.named_parameters() if not torch.isfinite(p).all()]
+            if bad:
+                sys.exit(f"error: non-finite values at step {global_step:,} in: {', '.join(bad)}. The last good "
+                         f"checkpoint is in {run_dir}; resume it with a smaller --q-lr / --policy-lr.")
+            for name, value in losses.items():
+                writer.add_scalar(f"losses/{name}", value.item(), global_step)
+            writer.add_scalar("losses/alpha", alpha.item(), global_step)
+            sps = int((global_step - steps_at_start) / (time.time() - start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+        if learning and (crossed(args.metrics_every) or finished):
+            # a generator of its own, so that logging metrics leaves the run's random stream alone
+            generator = torch.Generator(device).manual_seed(args.seed + global_step)
+            obs_sample, action_sample = rb.sample(2048, generator)[:2]
+            critic_input = torch.cat([obs_sample, action_sample], dim=1)
+            nets = (("actor", actor.net, obs_sample), ("critic", qf.member(0), critic_input),
+                    ("critic2", qf.member(1), critic_input))
+            for net_name, net, sample in nets:
+                for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
+                    writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
+        if crossed(args.metrics_every) or finished:
+            sps = int((global_step - steps_at_start) / (time.time() - start_time))
+            mean_return = np.mean(recent_returns) if recent_returns else float("nan")
+            eta = (args.total_timesteps - global_step) / max(sps, 1)
+            print(f"step {global_step:>11,}/{args.total_timesteps:,} | SPS {sps:,} | "
+                  f"return {mean_return:9.1f} | ETA {eta / 60:6.1f} min", flush=True)
+
+        # ---- SBP: every reset_frequency env steps, reset (cycle or ReDo) + inner distillation ----
+        if args.reset != "none" and global_step >= sbp["next_reset"]:
+            sbp["next_reset"] += args.reset_frequency * math.ceil((global_step + 1 - sbp["next_reset"])
+                                                                  / args.reset_frequency)
+            if learning:
+                reset_start = time.time()
+                sample = rb.sample_obs(args.distill_samples)
+                teacher = copy.deepcopy(actor).requires_grad_(False)
+                if args.reset == "cycle":
+                    frozen = cycle_reset(actor.net, actor_optimizer, sbp["reset_index"], args)
+                    writer.add_scalar("reset/pointer", sbp["reset_index"] * args.reset_rate, global_step)
+                else:
+                    frozen, top_score = redo_reset(actor.net, actor_optimizer, sbp["reset_index"], sample, args)
+                    writer.add_scalar("reset/redo_max_reset_score", top_score, global_step)
+                for i, (layer, rows) in enumerate(frozen):
+                    sbp["reset_counts"][i, rows.cpu().numpy()] += 1
+                sbp["reset_index"] = (sbp["reset_index"] + 1) % math.ceil(1 / args.reset_rate - 1e-9)
+                sbp["resets"] += 1
+                if args.inner_distill:
+                    epochs, loss_start, loss_end = inner_distill(actor, teacher, sample, frozen, args)
+                    sbp["distill_epochs"] += epochs
+                    writer.add_scalar("reset/distill_epochs", epochs, global_step)
+                    writer.add_scalar("reset/distill_loss_start", loss_start, global_step)
+                    writer.add_scalar("reset/distill_loss_end", loss_end, global_step)
+                sbp["reset_seconds"] += time.time() - reset_start
+                writer.add_scalar("reset/resets", sbp["resets"], global_step)
+                writer.add_scalar("reset/total_distill_epochs", sbp["distill_epochs"], global_step)
+                writer.add_scalar("reset/seconds", sbp["reset_seconds"], global_step)
+                for key, value in reset_statistics(sbp["reset_counts"]).items():
+                    writer.add_scalar(f"reset/{key}", value, global_step)
+
+        if crossed(args.checkpoint_every) or finished or interrupt.requested:
+            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), checkpoint_state())
+        if interrupt.requested:
+            print(f"stopped at step {global_step:,}; continue with: python {os.path.basename(__file__)} "
+                  f"--resume {run_dir}")
+            break
+
+    if learn_start and global_step > learn_start[1]:
+        print(f"learning phase: {(global_step - learn_start[1]) / (time.time() - learn_start[0]):.1f} steps/s")
+    envs.close()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main()
