@@ -436,8 +436,8 @@ def plasticity_metrics(net, obs, dormant_threshold):
     Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
     |activation| divided by the layer's mean of that is <= dormant_threshold), activation
     norm (mean L2 norm of the layer's activation vector); per Linear layer and overall:
-    weight magnitude (mean |w|, i.e. L1 norm per parameter); and the gradient L2 norm of the
-    last backward pass.
+    weight magnitude (mean |w|, i.e. L1 norm per parameter). The gradient norm is taken in the
+    update, before clipping.
     """
     out, h, dormant, neurons, act_norms, hidden = {}, obs, 0, 0, [], 0
     for layer in net:
@@ -453,11 +453,9 @@ def plasticity_metrics(net, obs, dormant_threshold):
     for i, m in enumerate(linears):
         out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
     params = [p for p in net.parameters()]
-    grads = [p.grad for p in params if p.grad is not None]
     out["dormant_ratio"] = dormant / neurons
     out["activation_norm"] = sum(act_norms) / len(act_norms)
     out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
-    out["grad_norm"] = torch.stack([g.norm() for g in grads]).norm().item() if grads else 0.0
     return out
 
 
@@ -582,6 +580,7 @@ def inner_distill(actor, teacher, obs, frozen, args):
     if loss > args.distill_tau:
         print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
               f"with loss {loss:.4f} > tau {args.distill_tau}")
+    actor.zero_grad(set_to_none=True)  # so plasticity/actor_grad_norm never reports a distillation gradient
     return epochs, loss_start, loss
 
 
@@ -618,7 +617,7 @@ def main():
     if args.resume:  # the run's saved arguments, except --total-timesteps and --cuda when given
         if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
             sys.exit(f"error: --resume {args.resume}: no checkpoint.pt in that directory")
-        checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), weights_only=False)
+        checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), map_location="cpu", weights_only=False)
         saved = Args(**checkpoint["args"])
         if args.total_timesteps != Args.total_timesteps:
             saved.total_timesteps = args.total_timesteps
@@ -814,6 +813,10 @@ def main():
             for net_name, net, sample in nets:
                 for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
+                grads = [p.grad for p in net.parameters() if p.grad is not None]
+                if grads:  # the raw gradient of the network's last update (SAC clips nothing)
+                    writer.add_scalar(f"plasticity/{net_name}_grad_norm", nn.utils.get_total_norm(grads).item(),
+                                      global_step)
         if crossed(args.metrics_every) or finished:
             sps = int((global_step - steps_at_start) / (time.time() - start_time))
             mean_return = np.mean(recent_returns) if recent_returns else float("nan")
