@@ -204,19 +204,6 @@ def test_log_prob_matches_torch_distributions():
     assert (log_std >= -5).all() and (log_std <= 2).all()
 
 
-def test_twin_q_members_match_the_ensemble():
-    args = sac.Args(hidden_dim=16)
-    qf = sac.TwinQ(7, args)
-    obs, act = torch.randn(10, 5), torch.randn(10, 2)
-    q = qf(obs, act)
-    q.sum().backward()
-    for i in range(2):
-        member = qf.member(i)
-        torch.testing.assert_close(member(torch.cat([obs, act], 1)).squeeze(-1), q[i])
-        assert member[0].weight.grad is not None
-    assert not torch.equal(qf.member(0)[0].weight, qf.member(1)[0].weight)
-
-
 @pytest.mark.parametrize("bad_args, messages", [
     (["--batch-size", "0", "--q-lr", "-1e-3", "--distill-alpha", "1.5", "--reset-rate", "0", "--buffer-size", "1000",
       "--env-id", "Hoper-v5"],  # every problem is reported at once
