@@ -22,7 +22,7 @@ def stored(rb):
     steps = (rb.pos - rb.size + torch.arange(rb.size)) % rb.rows
     row = steps.repeat_interleave(rb.num_envs)
     env = torch.arange(rb.num_envs).repeat(rb.size)
-    return row, env, rb.transitions(row, env)
+    return row, env, rb.transitions(row * rb.num_envs + env)
 
 
 def fill_from_env(env_id, steps, num_envs=2, seed=0):
@@ -139,7 +139,7 @@ def test_reset_then_distill_keeps_frozen_rows_and_reaches_tau(reset):
     if reset == "cycle":
         frozen = sac.cycle_reset(actor.net, optimizer, 3, args)
     else:
-        frozen, _ = sac.redo_reset(actor.net, optimizer, 3, obs, args)
+        frozen = sac.redo_reset(actor.net, sac.redo_select(sac.redo_scores(actor.net, obs), args), optimizer)
         linears = [m for m in actor.net if isinstance(m, torch.nn.Linear)]
         for i, (layer, rows) in enumerate(frozen):  # outgoing weights zeroed, with their Adam moments,
             keep = torch.ones(linears[i + 1].out_features, dtype=torch.bool)  # except into neurons reset next
@@ -182,9 +182,10 @@ def test_redo_resets_the_dormant_neurons():
         first.bias[[7, 40]] = -1.0
         first.weight[12] *= 1e-3
         first.bias[12] = 0
-    frozen, top_score = sac.redo_reset(actor.net, optimizer, 0, obs, args)
-    assert frozen[0][1].tolist() == [7, 12, 40]
-    assert top_score < 0.05
+    rows_per_layer = sac.redo_select(sac.redo_scores(actor.net, obs), args)
+    assert rows_per_layer[0].tolist() == [7, 40, 12]  # floor(5% of 64) = 3, lowest score first
+    frozen = sac.redo_reset(actor.net, rows_per_layer, optimizer)
+    assert frozen[0][1].tolist() == [7, 40, 12]
 
 
 def test_log_prob_matches_torch_distributions():
@@ -262,7 +263,7 @@ def test_resume_without_buffer_refills_before_updating(tmp_path):
     assert "without a replay buffer" in proc.stdout
     ckpt = load_checkpoint(run)
     assert ckpt["global_step"] == 1200 and ckpt["sbp"]["resets"] == 2  # at 400, and at 1200 once refilled
-    assert "reset/redo_max_reset_score" in read_scalars(run)
+    assert [v for _, v in read_scalars(run)["reset/neurons_reset"]] == [6, 6]  # floor(10% of 32) x 2 layers
 
 
 def test_sac_learns_pendulum(tmp_path):
