@@ -266,6 +266,27 @@ def test_resume_without_buffer_refills_before_updating(tmp_path):
     assert [v for _, v in read_scalars(run)["reset/neurons_reset"]] == [6, 6]  # floor(10% of 32) x 2 layers
 
 
+def test_ctrl_c_writes_a_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cmd = [sys.executable, str(ROOT / "sac_sbp.py"), *TINY_SAC, "--total-timesteps", "1000000",
+           "--checkpoint-every", "1000000", "--run-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until it is learning, then interrupt
+        if line.startswith("step") and "600/" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0, out
+    assert "--resume" in out
+    ckpt = load_checkpoint(only_run(tmp_path))
+    assert 600 <= ckpt["global_step"] < 1_000_000 and ckpt["replay_buffer"]["size"] == ckpt["global_step"]
+
+
 def test_sac_learns_pendulum(tmp_path):
     args = ["--env-id", "Pendulum-v1", "--reset", "none", "--hidden-dim", "64", "--batch-size", "128",
             "--learning-starts", "500", "--total-timesteps", "7000", "--threads", "1"]
