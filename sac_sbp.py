@@ -743,7 +743,7 @@ def main():
 
     interrupt = GracefulInterrupt()
     start_time, steps_at_start = time.time(), global_step
-    learn_start = None  # (time, step) when this process started updating
+    learn_start = None  # (wall time, step, CPU time) when this process started updating
     last = {}
 
     def crossed(every):
