@@ -25,6 +25,24 @@ def run_script(script, *args, run_dir, check=True, timeout=300):
     return proc
 
 
+def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step")):
+    """Start a run, press Ctrl-C (SIGINT) once `when` is true of an output line; return
+    (exit code, the rest of its output)."""
+    import signal
+    import time
+
+    cmd = [sys.executable, str(ROOT / script), *map(str, args), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if when(line):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out = proc.stdout.read()
+    return proc.wait(timeout=120), out
+
+
 def only_run(run_dir):
     """The one run directory a single run created under run_dir."""
     runs = [p for p in Path(run_dir).iterdir() if p.is_dir()]

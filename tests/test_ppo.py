@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import ppo_continuous as ppo
-from conftest import load_checkpoint, only_run, read_scalars, run_script
+from conftest import interrupt_run, load_checkpoint, only_run, read_scalars, run_script
 
 
 def test_gae_hand_computed_with_truncation_and_termination():
@@ -108,24 +108,9 @@ def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
 
 
 def test_ctrl_c_writes_a_checkpoint(tmp_path, tiny):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import ROOT
-
-    cmd = [sys.executable, str(ROOT / "ppo_continuous.py"), *tiny, "--total-timesteps", "1000000",
-           "--checkpoint-every", "100000", "--run-dir", str(tmp_path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait for the first update, then interrupt
-        if line.startswith("step"):
-            break
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out = proc.stdout.read()
-    assert proc.wait(timeout=60) == 0, out
-    assert "--resume" in out
+    code, out = interrupt_run("ppo_continuous.py", *tiny, "--total-timesteps", "1000000",
+                              "--checkpoint-every", "100000", run_dir=tmp_path)
+    assert code == 0 and "--resume" in out, out
     ckpt = load_checkpoint(only_run(tmp_path))
     assert 0 < ckpt["global_step"] < 1_000_000
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sac_sbp as sac
-from conftest import load_checkpoint, only_run, read_scalars, run_script
+from conftest import interrupt_run, load_checkpoint, only_run, read_scalars, run_script
 from envs import make_env
 
 # A tiny, fast SAC configuration for end-to-end runs.
@@ -267,22 +267,9 @@ def test_resume_without_buffer_refills_before_updating(tmp_path):
 
 
 def test_ctrl_c_writes_a_checkpoint(tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    cmd = [sys.executable, str(ROOT / "sac_sbp.py"), *TINY_SAC, "--total-timesteps", "1000000",
-           "--checkpoint-every", "1000000", "--run-dir", str(tmp_path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until it is learning, then interrupt
-        if line.startswith("step") and "600/" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    out = proc.stdout.read()
-    assert proc.wait(timeout=60) == 0, out
-    assert "--resume" in out
+    code, out = interrupt_run("sac_sbp.py", *TINY_SAC, "--total-timesteps", "1000000", "--checkpoint-every", "1000000",
+                              run_dir=tmp_path, when=lambda line: line.startswith("step") and "600/" in line)
+    assert code == 0 and "--resume" in out, out
     ckpt = load_checkpoint(only_run(tmp_path))
     assert 600 <= ckpt["global_step"] < 1_000_000 and ckpt["replay_buffer"]["size"] == ckpt["global_step"]
 
