@@ -40,7 +40,7 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from envs import ENV_ID_HELP, get_env_state, make_env, set_env_state, validate_env_id
+from envs import get_env_state, make_env, set_env_state, validate_env_id
 
 
 @dataclass

@@ -12,16 +12,8 @@ gymnasium 1.x vector environment with SAME_STEP autoreset for three kinds of ids
   ``cyclefriction/dm_control/walker-walk``.
 """
 
-from envs.core import (
-    FRICTION_SCHEDULE,
-    ENV_ID_HELP,
-    MUJOCO_IDS,
-    friction_multiplier,
-    get_env_state,
-    make_env,
-    set_env_state,
-    validate_env_id,
-)
+from envs.core import ENV_ID_HELP, MUJOCO_IDS, get_env_state, make_env, set_env_state, validate_env_id
+from envs.friction import FRICTION_SCHEDULE, friction_multiplier
 
 __all__ = [
     "FRICTION_SCHEDULE",

@@ -10,8 +10,8 @@ import signal
 import gymnasium as gym
 import numpy as np
 
-from envs.dmc import DMC_PREFIX, DMCEnv, dmc_task_names, parse_dmc_id
-from envs.friction import FRICTION_PREFIX, FRICTION_SCHEDULE, CycleFriction, friction_multiplier
+from envs.dmc import DMC_PREFIX, DMCEnv, parse_dmc_id
+from envs.friction import FRICTION_PREFIX, CycleFriction
 
 MUJOCO_IDS = (
     "Hopper-v5",

@@ -25,6 +25,20 @@ def run_script(script, *args, run_dir, check=True, timeout=300):
     return proc
 
 
+def assert_rejected(script, args, messages, tmp_path):
+    """The script exits non-zero before any work, naming every message, and leaves no run directory."""
+    proc = run_script(script, *args, run_dir=tmp_path / "runs", check=False)
+    assert proc.returncode != 0
+    for message in [messages] if isinstance(messages, str) else messages:
+        assert message in proc.stderr, (message, proc.stderr)
+    assert not (tmp_path / "runs").exists()
+
+
+def episodic_returns(run_dir):
+    """The logged episodic returns of the one run under run_dir, in order."""
+    return [v for _, v in read_scalars(only_run(run_dir))["charts/episodic_return"]]
+
+
 def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step")):
     """Start a run, press Ctrl-C (SIGINT) once `when` is true of an output line; return
     (exit code, the rest of its output)."""

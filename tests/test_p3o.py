@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import p3o_continuous as p3o
-from conftest import load_checkpoint, only_run, read_scalars, run_script
+from conftest import assert_rejected, load_checkpoint, only_run, read_scalars, run_script
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 0.4])
@@ -118,9 +118,7 @@ def test_distillation_freezes_reset_rows_and_reaches_tau():
     (["--reset-frequency", "100"], "--reset-frequency 100"),
 ])
 def test_bad_sbp_arguments_fail_before_any_work(tmp_path, bad_args, message):
-    proc = run_script("p3o_continuous.py", *bad_args, run_dir=tmp_path / "runs", check=False)
-    assert proc.returncode != 0 and message in proc.stderr
-    assert not (tmp_path / "runs").exists()
+    assert_rejected("p3o_continuous.py", bad_args, message, tmp_path)
 
 
 def test_end_to_end_resets_log_and_resume_continues_the_cycle(tmp_path, tiny):

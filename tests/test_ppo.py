@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 import ppo_continuous as ppo
-from conftest import interrupt_run, load_checkpoint, only_run, read_scalars, run_script
+from conftest import (assert_rejected, episodic_returns, interrupt_run, load_checkpoint, only_run, read_scalars,
+                      run_script)
 
 
 def test_gae_hand_computed_with_truncation_and_termination():
@@ -77,10 +78,7 @@ def test_log_prob_matches_torch_normal():
     (["--resume", "no/such/run"], "no checkpoint.pt"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path, bad_args, message):
-    proc = run_script("ppo_continuous.py", *bad_args, run_dir=tmp_path / "runs", check=False)
-    assert proc.returncode != 0
-    assert message in proc.stderr
-    assert not (tmp_path / "runs").exists()
+    assert_rejected("ppo_continuous.py", bad_args, message, tmp_path)
 
 
 def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
@@ -119,6 +117,6 @@ def test_ppo_learns_inverted_pendulum(tmp_path):
     args = ["--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "512", "--minibatch-size", "256",
             "--hidden-dim", "64", "--total-timesteps", "40960", "--threads", "1"]
     run_script("ppo_continuous.py", *args, run_dir=tmp_path)
-    returns = [v for _, v in read_scalars(only_run(tmp_path))["charts/episodic_return"]]
+    returns = episodic_returns(tmp_path)
     first, last = np.mean(returns[:20]), np.mean(returns[-20:])
     assert last > 5 * first and last > 100, (first, last)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import sac_sbp as sac
-from conftest import interrupt_run, load_checkpoint, only_run, read_scalars, run_script
+from conftest import (assert_rejected, episodic_returns, interrupt_run, load_checkpoint, only_run, read_scalars,
+                      run_script)
 from envs import make_env
 
 # A tiny, fast SAC configuration for end-to-end runs.
@@ -213,11 +214,7 @@ def test_log_prob_matches_torch_distributions():
     (["--resume", "no/such/run"], ["no checkpoint.pt"]),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path, bad_args, messages):
-    proc = run_script("sac_sbp.py", *bad_args, run_dir=tmp_path / "runs", check=False)
-    assert proc.returncode != 0
-    for message in messages:
-        assert message in proc.stderr
-    assert not (tmp_path / "runs").exists()
+    assert_rejected("sac_sbp.py", bad_args, messages, tmp_path)
 
 
 def test_cycle_distill_run_resets_logs_and_resumes_exactly(tmp_path):
@@ -278,6 +275,6 @@ def test_sac_learns_pendulum(tmp_path):
     args = ["--env-id", "Pendulum-v1", "--reset", "none", "--hidden-dim", "64", "--batch-size", "128",
             "--learning-starts", "500", "--total-timesteps", "7000", "--threads", "1"]
     run_script("sac_sbp.py", *args, run_dir=tmp_path)
-    returns = [v for _, v in read_scalars(only_run(tmp_path))["charts/episodic_return"]]
+    returns = episodic_returns(tmp_path)
     first, last = np.mean(returns[:4]), np.mean(returns[-4:])
     assert last > -500 and last > first + 400, (first, last)
