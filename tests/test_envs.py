@@ -102,16 +102,17 @@ def test_non_positive_friction_period_rejected(period):
         make_env("cyclefriction/Hopper-v5", friction_period=period)
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v5", "cyclefriction/dm_control/hopper-hop", "Pendulum-v1"])
-def test_snapshot_restores_the_exact_future(env_id):
-    envs, _ = make_env(env_id, num_envs=2, seed=0, normalize=True, friction_period=30)
+@pytest.mark.parametrize("env_id, async_envs", [("Hopper-v5", False), ("cyclefriction/dm_control/hopper-hop", False),
+                                                ("Pendulum-v1", False), ("Hopper-v5", True)])
+def test_snapshot_restores_the_exact_future(env_id, async_envs):
+    envs, _ = make_env(env_id, num_envs=2, seed=0, normalize=True, friction_period=30, async_envs=async_envs)
     rng = np.random.default_rng(1)
     for _ in range(25):
         envs.step(rng.uniform(-1, 1, size=envs.action_space.shape).astype(np.float32))
     state = get_env_state(envs)
     actions = rng.uniform(-1, 1, size=(60, *envs.action_space.shape)).astype(np.float32)
     first = [envs.step(a)[:2] for a in actions]
-    fresh, _ = make_env(env_id, num_envs=2, seed=99, normalize=True, friction_period=30)
+    fresh, _ = make_env(env_id, num_envs=2, seed=99, normalize=True, friction_period=30, async_envs=async_envs)
     set_env_state(fresh, state)
     second = [fresh.step(a)[:2] for a in actions]
     for (o1, r1), (o2, r2) in zip(first, second):
