@@ -28,7 +28,7 @@ def one_torch_thread():
 
 
 # ---- The files are copies: the base file's lines unchanged, copied functions verbatim ----
-@pytest.mark.parametrize("script", BASELINES)
+@pytest.mark.parametrize("script", [*BASELINES, "p3o_continuous.py"])
 def test_diff_with_base_only_adds_the_method(script):
     base = (ROOT / "ppo_continuous.py").read_text()
     docstring_end = ast.parse(base).body[0].end_lineno  # the module docstring may differ
