@@ -440,6 +440,7 @@ def main():
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args).to(device)
+    networks = {"actor": agent.actor_mean, "critic": agent.critic}  # whose plasticity metrics are logged
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     global_step, first_iteration = 0, 1
@@ -554,7 +555,7 @@ def main():
                 loss.backward()
                 if start + args.minibatch_size == batch_size:  # raw (pre-clip) gradient norms, for plasticity/
                     grad_norms = {name: nn.utils.get_total_norm([p.grad for p in net.parameters()]).item()
-                                  for name, net in (("actor", agent.actor_mean), ("critic", agent.critic))}
+                                  for name, net in networks.items()}
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
@@ -618,7 +619,7 @@ def main():
         writer.add_scalar("charts/SPS", sps, global_step)
         if iteration % args.metrics_every == 0 or iteration == num_iterations:
             sample = b_obs[:2048]
-            for net_name, net in (("actor", agent.actor_mean), ("critic", agent.critic)):
+            for net_name, net in networks.items():
                 for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
                 writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norms[net_name], global_step)
