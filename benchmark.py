@@ -10,11 +10,18 @@ In one run on one machine, for each task:
 - efficiency: training time / (env time + update time) for the same steps; 1.0 is the
   ideal of "stepping the envs and updating the networks, nothing else";
 - vs PPO: each file's training time relative to ppo_continuous.py, and the seconds it
-  spent in resets/distillation (its `reset/seconds` TensorBoard scalar).
+  spent in resets/distillation (its `reset/seconds` TensorBoard scalar);
+- SAC (--sac-envs): learning-phase steps/s of sac_sbp.py (one update per env step, so this is
+  the update's speed) and, with --cleanrl-sac, of CleanRL's sac_continuous_action.py run the
+  same way, and their ratio. CleanRL's file needs two gymnasium 1.x fixes and a learning-phase
+  timer, in results/benchmark/cleanrl_sac.patch (against CleanRL commit 004f8a0):
+      git clone https://github.com/vwxyzjn/cleanrl && cd cleanrl && git checkout 004f8a0
+      git apply <this repo>/results/benchmark/cleanrl_sac.patch
 Every measurement is repeated --repeats times, interleaved, and reported as median [min-max].
 
     python benchmark.py                                   # every PPO-family file, Hopper-v5 and Humanoid-v5
     python benchmark.py --algos ppo_continuous p3o_continuous --envs Hopper-v5 --repeats 1
+    python benchmark.py --algos --envs --sac-envs Hopper-v5 --cleanrl-sac ../cleanrl/cleanrl/sac_continuous_action.py
 """
 
 import json
@@ -54,6 +61,16 @@ class Args:
     """number of envs, as in the files' default"""
     num_steps: int = 1024
     """steps per env per rollout, as in the files' default"""
+    sac_envs: list[str] = field(default_factory=list)
+    """environment ids for the SAC measurement (none: no SAC measurement)"""
+    sac_steps: int = 4000
+    """SAC learning-phase steps per measurement, after --sac-learning-starts random steps"""
+    sac_learning_starts: int = 1000
+    """random-action steps before SAC's updates start (not timed)"""
+    sac_threads: int = 1
+    """torch threads of both SAC files (CleanRL's through OMP_NUM_THREADS)"""
+    cleanrl_sac: str = ""
+    """CleanRL's sac_continuous_action.py with results/benchmark/cleanrl_sac.patch applied, timed beside sac_sbp.py"""
     out: str = "results/benchmark"
     """folder for benchmark.md and benchmark.json"""
 
@@ -63,7 +80,12 @@ def validate(args: Args) -> None:
               for a in args.algos if not (ROOT / f"{a}.py").is_file()]
     errors += [f"--{k.replace('_', '-')} {v} must be >= 1" for k, v in
                [("steps", args.steps), ("env_steps", args.env_steps), ("repeats", args.repeats),
-                ("num_envs", args.num_envs), ("num_steps", args.num_steps)] if v < 1]
+                ("num_envs", args.num_envs), ("num_steps", args.num_steps), ("sac_steps", args.sac_steps),
+                ("sac_learning_starts", args.sac_learning_starts), ("sac_threads", args.sac_threads)] if v < 1]
+    if not args.algos and not args.sac_envs:
+        errors.append("nothing to measure: give --algos and --envs, or --sac-envs")
+    if args.cleanrl_sac and not Path(args.cleanrl_sac).is_file():
+        errors.append(f"--cleanrl-sac {args.cleanrl_sac}: no such file")
     if args.steps < args.num_envs * args.num_steps:
         errors.append(f"--steps {args.steps} must be at least one rollout ({args.num_envs * args.num_steps})")
     if args.threads < 0:
@@ -71,10 +93,10 @@ def validate(args: Args) -> None:
     try:
         from envs import validate_env_id
 
-        for env_id in args.envs:
+        for env_id in args.envs + args.sac_envs:
             validate_env_id(env_id)
     except ValueError as e:
-        errors.append(f"--envs: {e}")
+        errors.append(f"--envs/--sac-envs: {e}")
     if errors:
         sys.exit("error: " + "\nerror: ".join(errors))
 
@@ -146,6 +168,25 @@ def train_run(algo, env_id, args):
         return sps[-1], reset
 
 
+def sac_sps(script, env_id, args):
+    """Learning-phase steps/s of one SAC file: sac_sbp.py prints it as 'learning phase: X steps/s',
+    the patched CleanRL file as 'LEARNING_SPS X'. Both run --sac-threads torch threads."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        cmd = [sys.executable, str(script), "--env-id", env_id, "--learning-starts", str(args.sac_learning_starts),
+               "--total-timesteps", str(args.sac_learning_starts + args.sac_steps)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.sac_threads))
+        if Path(script) == ROOT / "sac_sbp.py":
+            cmd += ["--reset", "none", "--threads", str(args.sac_threads), "--run-dir", run_dir, "--no-save-buffer"]
+        else:  # CleanRL's file imports cleanrl_utils from its repository root and writes runs/ in the cwd
+            env["PYTHONPATH"] = str(Path(script).resolve().parent.parent)
+        proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True)
+        found = re.search(r"(?:learning phase:|LEARNING_SPS) ([\d.]+)", proc.stdout)
+        if proc.returncode != 0 or not found:
+            sys.exit(f"error: {' '.join(cmd)} failed or printed no learning-phase speed:\n"
+                     f"{proc.stdout[-1000:]}{proc.stderr[-2000:]}")
+        return float(found.group(1))
+
+
 def summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
@@ -161,7 +202,7 @@ def main():
     results = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, "
                           f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}",
                "command": "python benchmark.py " + " ".join(sys.argv[1:]), "steps": args.steps, "envs": {}}
-    for env_id in args.envs:
+    for env_id in args.envs if args.algos else []:
         env_sps, upd, train, reset = [], [], {a: [] for a in args.algos}, {a: [] for a in args.algos}
         for r in range(args.repeats):  # interleaved, so drifting load hits every column alike
             env_sps.append(env_only_sps(env_id, args))
@@ -182,15 +223,37 @@ def main():
                           "time_vs_first": base / statistics.median(train[a]),
                           "reset_seconds": summary(reset[a]) if reset[a] else None} for a in args.algos},
         }
+    sac_files = {"sac_sbp": ROOT / "sac_sbp.py", **({"cleanrl_sac": args.cleanrl_sac} if args.cleanrl_sac else {})}
+    results["sac"] = {}
+    for env_id in args.sac_envs:
+        sps = {name: [] for name in sac_files}
+        for r in range(args.repeats):  # interleaved, as above
+            for name, script in sac_files.items():
+                sps[name].append(sac_sps(script, env_id, args))
+                print(f"{env_id} repeat {r + 1}/{args.repeats}: {name} {sps[name][-1]:.1f} learning-phase steps/s",
+                      flush=True)
+        results["sac"][env_id] = {name: summary(v) for name, v in sps.items()}
+        if args.cleanrl_sac:
+            results["sac"][env_id]["ratio"] = summary([a / b for a, b in zip(sps["sac_sbp"], sps["cleanrl_sac"])])
     lines = [f"Machine: {results['machine']}. Command: `{results['command']}`. "
-             f"{args.steps:,} env steps per training run, {args.repeats} repeat(s), median [min–max].", "",
-             "| env | algorithm | env-only steps/s | update s | ideal steps/s | training steps/s | efficiency | "
-             f"time vs {args.algos[0]} | reset+distill s |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{args.repeats} repeat(s), interleaved, median [min–max]."]
+    if results["envs"]:
+        lines += ["", f"PPO family, {args.steps:,} env steps per training run:", "",
+                  "| env | algorithm | env-only steps/s | update s | ideal steps/s | training steps/s | efficiency | "
+                  f"time vs {args.algos[0]} | reset+distill s |", "|---|---|---|---|---|---|---|---|---|"]
     for env_id, e in results["envs"].items():
         for algo, a in e["algos"].items():
             lines.append(f"| {env_id} | {algo} | {fmt(e['env_only_sps'])} | {fmt(e['update_seconds'], 2)} | "
                          f"{e['ideal_sps']:,.0f} | {fmt(a['train_sps'])} | {a['efficiency']:.2f} | "
                          f"{a['time_vs_first']:.2f} | {fmt(a['reset_seconds'], 2) if a['reset_seconds'] else '–'} |")
+    if results["sac"]:
+        lines += ["", f"SAC, learning phase ({args.sac_steps:,} steps after {args.sac_learning_starts:,} random ones, "
+                      f"{args.sac_threads} torch thread(s) each, batch 256, one update per env step):", "",
+                  "| env | sac_sbp.py steps/s | CleanRL sac_continuous_action.py steps/s | ratio (same round) |",
+                  "|---|---|---|---|"]
+        for env_id, e in results["sac"].items():
+            lines.append(f"| {env_id} | {fmt(e['sac_sbp'], 1)} | "
+                         + (f"{fmt(e['cleanrl_sac'], 1)} | {fmt(e['ratio'], 2)} |" if "ratio" in e else "– | – |"))
     table = "\n".join(lines)
     print("\n" + table)
     os.makedirs(args.out, exist_ok=True)

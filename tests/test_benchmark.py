@@ -33,3 +33,28 @@ def test_benchmark_rejects_bad_arguments(tmp_path):
     for message in ("--algos no_such_file", "Hopper-v5", "--repeats 0"):
         assert message in proc.stderr
     assert not (tmp_path / "benchmark.json").exists()
+
+
+def test_sac_benchmark_times_sac_sbp_beside_a_cleanrl_file_and_reports_their_ratio(tmp_path):
+    # a stand-in for the patched CleanRL file: it must be run from a temporary folder with its repository root
+    # (where cleanrl_utils lives) on PYTHONPATH, and its learning-phase line is parsed like the real one's
+    (tmp_path / "cleanrl_utils").mkdir()
+    (tmp_path / "cleanrl_utils" / "__init__.py").write_text("SPEED = 25.0\n")
+    (tmp_path / "cleanrl").mkdir()
+    fake = tmp_path / "cleanrl" / "sac_continuous_action.py"
+    fake.write_text("import sys\nfrom cleanrl_utils import SPEED\nassert '--learning-starts' in sys.argv\n"
+                    "print(f'LEARNING_SPS {SPEED} (30.0 per CPU second)')\n")
+    proc = run_benchmark("--algos", "--sac-envs", "Pendulum-v1", "--sac-steps", "64", "--sac-learning-starts", "64",
+                         "--cleanrl-sac", str(fake), "--repeats", "2", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    sac = json.loads((tmp_path / "out" / "benchmark.json").read_text())["sac"]["Pendulum-v1"]
+    assert sac["cleanrl_sac"]["all"] == [25.0, 25.0] and all(s > 0 for s in sac["sac_sbp"]["all"])
+    assert sac["ratio"]["all"] == [s / 25.0 for s in sac["sac_sbp"]["all"]]
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "| Pendulum-v1 |" in table and "PPO family" not in table
+
+
+def test_sac_benchmark_rejects_a_missing_cleanrl_file(tmp_path):
+    proc = run_benchmark("--algos", "--sac-envs", "Pendulum-v1", "--cleanrl-sac", str(tmp_path / "nope.py"),
+                         "--out", str(tmp_path))
+    assert proc.returncode != 0 and "--cleanrl-sac" in proc.stderr and "nope.py" in proc.stderr
