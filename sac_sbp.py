@@ -33,8 +33,8 @@ What it does beyond CleanRL's sac_continuous_action.py:
   no Q-weight gradients in the actor loss, the temperature loss on the actor loss's own
   sample (as the SAC authors' code and SB3; CleanRL draws a second one), one Polyak kernel,
   no host syncs and no per-step tensor conversions in the hot loop. Most of the update is
-  the 256x256 matrix products themselves, which no Python-level change removes: on a busy
-  2-core CPU it runs about 1.3x CleanRL's steps/s, not more;
+  the 256x256 matrix products themselves, which no Python-level change removes: on a quiet
+  2-core CPU, one thread each, it runs 1.31x CleanRL's steps/s (benchmark.py, see README);
 - plasticity metrics of actor and both critics (ReDo dormant ratio, weight magnitude,
   gradient norm, activation norm) under `plasticity/` in TensorBoard;
 - argument validation before any work, atomic checkpoints (replay buffer optional), exact
