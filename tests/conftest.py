@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,13 @@ def assert_rejected(script, args, messages, tmp_path):
 def episodic_returns(run_dir):
     """The logged episodic returns of the one run under run_dir, in order."""
     return [v for _, v in read_scalars(only_run(run_dir))["charts/episodic_return"]]
+
+
+def first_and_last_returns(run_dir, n):
+    """Mean episodic return of the first n and of the last n episodes of the one run under run_dir."""
+    returns = episodic_returns(run_dir)
+    assert len(returns) >= 2 * n, f"only {len(returns)} episodes, need {2 * n}"
+    return float(np.mean(returns[:n])), float(np.mean(returns[-n:]))
 
 
 def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step")):

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import ppo_continuous as ppo
-from conftest import (assert_rejected, episodic_returns, interrupt_run, load_checkpoint, only_run, read_scalars,
+from conftest import (assert_rejected, first_and_last_returns, interrupt_run, load_checkpoint, only_run, read_scalars,
                       run_script)
 
 
@@ -117,6 +117,5 @@ def test_ppo_learns_inverted_pendulum(tmp_path):
     args = ["--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "512", "--minibatch-size", "256",
             "--hidden-dim", "64", "--total-timesteps", "40960", "--threads", "1"]
     run_script("ppo_continuous.py", *args, run_dir=tmp_path)
-    returns = episodic_returns(tmp_path)
-    first, last = np.mean(returns[:20]), np.mean(returns[-20:])
+    first, last = first_and_last_returns(tmp_path, 20)
     assert last > 5 * first and last > 100, (first, last)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sac_sbp as sac
-from conftest import (assert_rejected, episodic_returns, interrupt_run, load_checkpoint, only_run, read_scalars,
+from conftest import (assert_rejected, first_and_last_returns, interrupt_run, load_checkpoint, only_run, read_scalars,
                       run_script)
 from envs import make_env
 
@@ -275,6 +275,5 @@ def test_sac_learns_pendulum(tmp_path):
     args = ["--env-id", "Pendulum-v1", "--reset", "none", "--hidden-dim", "64", "--batch-size", "128",
             "--learning-starts", "500", "--total-timesteps", "7000", "--threads", "1"]
     run_script("sac_sbp.py", *args, run_dir=tmp_path)
-    returns = episodic_returns(tmp_path)
-    first, last = np.mean(returns[:4]), np.mean(returns[-4:])
+    first, last = first_and_last_returns(tmp_path, 4)
     assert last > -500 and last > first + 400, (first, last)
