@@ -804,6 +804,14 @@ def mean_band(curves):
         return np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
 
 
+def steps_label(steps, _position=None):
+    """Axis label of a step count: 0, 250k, 1.5M (plain numbers overlap on a 5-inch panel)."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(steps) >= size:
+            return f"{steps / size:g}{suffix}"
+    return f"{steps:g}"
+
+
 def plot_panels(path, title, ylabel, panels, bins=50):
     """panels: {env: {label: [points of each seed]}}; one panel per task, one line per label with a
     shaded band of one std over seeds."""
@@ -811,6 +819,7 @@ def plot_panels(path, title, ylabel, panels, bins=50):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     envs = list(panels)
     cols = min(3, len(envs))
@@ -838,6 +847,7 @@ def plot_panels(path, title, ylabel, panels, bins=50):
             ax.fill_between(centres, mean - std, mean + std, alpha=0.2, color=colours[label])
         ax.set_title(env)
         ax.set_xlabel("environment steps")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(steps_label))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(envs):]:
