@@ -56,7 +56,7 @@ What it does beyond CleanRL's ppo_continuous_action.py:
 - plasticity metrics of actor and critic (ReDo dormant ratio, weight magnitude,
   gradient norm, activation norm) under `plasticity/` in TensorBoard;
 - argument validation before any work, atomic checkpoints, exact `--resume`, a final
-  checkpoint on Ctrl-C, and a NaN/inf guard.
+  checkpoint on Ctrl-C or SIGTERM, and a NaN/inf guard.
 """
 
 import copy
@@ -99,7 +99,7 @@ class Args:
     """a run directory to continue from its last checkpoint; its saved arguments are used,
     except --total-timesteps and --cuda when given"""
     checkpoint_every: int = 25
-    """write a checkpoint every this many updates (and at the end and on Ctrl-C)"""
+    """write a checkpoint every this many updates (and at the end, on Ctrl-C and on SIGTERM)"""
     metrics_every: int = 10
     """log plasticity metrics every this many updates"""
     dormant_threshold: float = 0.1
@@ -500,17 +500,20 @@ def save_checkpoint(path, state):
 
 
 class GracefulInterrupt:
-    """First Ctrl-C: finish the current update, checkpoint, exit. Second: stop at once."""
+    """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update,
+    checkpoint, exit. Second: stop at once."""
 
     def __init__(self):
         self.requested = False
-        signal.signal(signal.SIGINT, self._handle)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: finishing this update, then writing a checkpoint (Ctrl-C again to stop at once)")
+        print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
+              "(send it again to stop at once)", flush=True)
 
 
 def main():

@@ -1,6 +1,7 @@
 """Shared helpers: run an algorithm file as a user would, and read its TensorBoard scalars."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,10 +48,9 @@ def first_and_last_returns(run_dir, n):
     return float(np.mean(returns[:n])), float(np.mean(returns[-n:]))
 
 
-def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step")):
-    """Start a run, press Ctrl-C (SIGINT) once `when` is true of an output line; return
+def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step"), sig=signal.SIGINT):
+    """Start a run, send it `sig` (SIGINT: Ctrl-C) once `when` is true of an output line; return
     (exit code, the rest of its output)."""
-    import signal
     import time
 
     cmd = [sys.executable, str(ROOT / script), *map(str, args), "--run-dir", str(run_dir)]
@@ -60,7 +60,7 @@ def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("ste
         if when(line):
             break
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out = proc.stdout.read()
     return proc.wait(timeout=120), out
 

@@ -1,5 +1,7 @@
 """ppo_continuous.py: GAE, dormant ratio, argument validation, end to end, resume, learning."""
 
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -105,10 +107,11 @@ def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
     np.testing.assert_array_equal(a["next_obs"], b["next_obs"])
 
 
-def test_ctrl_c_writes_a_checkpoint(tmp_path, tiny):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_writes_a_checkpoint(tmp_path, tiny, sig):
     code, out = interrupt_run("ppo_continuous.py", *tiny, "--total-timesteps", "1000000",
-                              "--checkpoint-every", "100000", run_dir=tmp_path)
-    assert code == 0 and "--resume" in out, out
+                              "--checkpoint-every", "100000", run_dir=tmp_path, sig=sig)
+    assert code == 0 and "--resume" in out and sig.name in out, out
     ckpt = load_checkpoint(only_run(tmp_path))
     assert 0 < ckpt["global_step"] < 1_000_000
 

@@ -2,6 +2,7 @@
 argument validation, exact resume, learning, and an SBP run that logs its resets."""
 
 import copy
+import signal
 
 import numpy as np
 import pytest
@@ -263,10 +264,11 @@ def test_resume_without_buffer_refills_before_updating(tmp_path):
     assert [v for _, v in read_scalars(run)["reset/neurons_reset"]] == [6, 6]  # floor(10% of 32) x 2 layers
 
 
-def test_ctrl_c_writes_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_writes_a_checkpoint(tmp_path, sig):
     code, out = interrupt_run("sac_sbp.py", *TINY_SAC, "--total-timesteps", "1000000", "--checkpoint-every", "1000000",
-                              run_dir=tmp_path, when=lambda line: line.startswith("step") and "600/" in line)
-    assert code == 0 and "--resume" in out, out
+                              run_dir=tmp_path, when=lambda line: line.startswith("step") and "600/" in line, sig=sig)
+    assert code == 0 and "--resume" in out and sig.name in out, out
     ckpt = load_checkpoint(only_run(tmp_path))
     assert 600 <= ckpt["global_step"] < 1_000_000 and ckpt["replay_buffer"]["size"] == ckpt["global_step"]
 
