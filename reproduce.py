@@ -422,11 +422,17 @@ def child_env(threads):
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_local(jobs, workers, threads, progress_every=30.0, poll=0.5):
     """Run [(run, argv)] in a pool of `workers` subprocesses, output appended to <config dir>/stdout.log.
-    Ctrl-C is passed on to the runs (each finishes its update and writes a checkpoint). Returns failures."""
+    Ctrl-C or SIGTERM is passed on to the runs (each finishes its update and writes a checkpoint).
+    Returns failures."""
     pending, running, failed, finished = list(jobs), {}, [], 0
     last_print = 0.0
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # `kill` stops the pool as Ctrl-C does
     try:
         while pending or running:
             while pending and len(running) < workers:
@@ -451,7 +457,8 @@ def run_local(jobs, workers, threads, progress_every=30.0, poll=0.5):
                                     [(r.name, r.directory / "stdout.log") for r, _ in running.values()]), flush=True)
                 last_print = time.time()
     except KeyboardInterrupt:
-        print("\nCtrl-C: asking the running runs to checkpoint and stop (Ctrl-C again kills them)", flush=True)
+        print("\nCtrl-C/SIGTERM: asking the running runs to checkpoint and stop (a second one kills them)",
+              flush=True)
         for proc in running:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)

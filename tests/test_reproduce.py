@@ -2,9 +2,11 @@
 experiment end to end, and the Slurm job array through submitit."""
 
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -258,6 +260,24 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
 def slurm_opts(tmp_path, **kw):
     return SimpleNamespace(slurm_logs=str(tmp_path / "slurm"), slurm_time=90, slurm_cpus=3, slurm_partition="gpu",
                            slurm_gpus=1, slurm_mem_gb=16, slurm_array_parallelism=4, threads=1, **kw)
+
+
+def test_sigterm_to_the_pool_checkpoints_the_running_runs(tmp_path):
+    runs_dir = tmp_path / "runs"
+    cmd = [sys.executable, "reproduce.py", "table1", "--budget", "smoke", "--total-timesteps", "1000000", "--seeds",
+           "1", "--envs", "InvertedPendulum-v5", "--algos", "ppo", "--workers", "1", "--threads", "1",
+           "--runs-dir", str(runs_dir), "--results-dir", str(tmp_path / "results")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = next(iter(plan("table1", envs=("InvertedPendulum-v5",), algos=["ppo"], runs_dir=runs_dir,
+                         total=1_000_000))).directory / "stdout.log"
+    deadline = time.time() + 120
+    while not (log.is_file() and "\nstep" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "SIGTERM" in out, out
+    assert "SIGINT: finishing this update" in log.read_text()  # the pool passed it on as Ctrl-C
+    assert 0 < load_checkpoint(only_run(log.parent))["global_step"] < 1_000_000
 
 
 def test_slurm_job_array_script(tmp_path, monkeypatch):
