@@ -182,7 +182,7 @@ class Experiment:
     title: str
     variants: tuple
     envs: tuple = MUJOCO
-    kind: str = "returns"  # returns | distill | recovery | resets
+    kind: str = "returns"  # returns | distill | recovery | resets | sbp
     metrics: tuple = ()
     paper_returns: dict = field(default_factory=dict)
     note: str = ""
@@ -209,7 +209,8 @@ EXPERIMENTS = {e.name: e for e in [
                (Variant("cbp"), Variant("redo"), Variant("p3o", label="SBP (P3O)")), MUJOCO, kind="resets",
                metrics=("plasticity/actor_weight_magnitude",)),
     Experiment("table6", "Table 6 / Fig. 23-27: SAC with SBP", (Variant("sac"), Variant("sac-cycle"),
-                                                                 Variant("sac-redo")), SAC_TASKS, metrics=ALL_METRICS,
+                                                                 Variant("sac-redo")), SAC_TASKS, kind="sbp",
+               metrics=ALL_METRICS,
                note="The paper gives curves only (Fig. 23); Table 6 is SAC+SBP's configuration, sac_sbp.py's "
                     "defaults: reset frequency 10,000 steps, reset rate 0.01, alpha 0.8, replay buffer 1M, "
                     "distillation samples 8,192."),
@@ -588,7 +589,7 @@ def method_statistics(ckpt):
     out = {}
     if counts_holder.get("reset_counts") is not None:
         out.update(reset_statistics(counts_holder["reset_counts"]))
-    for key in ("resets", "distill_epochs", "ppo_epochs", "recovery_epochs"):
+    for key in ("resets", "distill_epochs", "ppo_epochs", "recovery_epochs", "reset_seconds"):
         if state.get(key) is not None:
             out[key] = float(state[key])
     if out.get("resets") and "distill_epochs" in out:
@@ -601,7 +602,7 @@ def method_statistics(ckpt):
 CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_timesteps", "status", "steps",
               "final_return", "episodes", "neurons", "total_resets", "avg_resets_per_neuron", "share_neurons_reset",
               "resets", "distill_epochs", "distill_per_reset", "ppo_epochs", "distill_to_ppo", "recovery_epochs",
-              "run_dir"]
+              "reset_seconds", "run_dir"]
 
 
 def summarize(run, state, experiment_name, budget):
@@ -702,6 +703,20 @@ def distill_table(rows, envs, want=None):
     return markdown_table([""] + list(envs), body)
 
 
+def sbp_table(rows, variants, envs, want=None):
+    """Per reset method and task: resets, distillation epochs per reset, seconds spent in them."""
+    body = []
+    for v in variants:
+        for env in envs:
+            sel = select(rows, variant=v.name, env=env)
+            if any(r.get("resets") for r in sel):  # methods that reset (not plain SAC)
+                body.append([v.name, env, cell(sel, "resets", want=want), cell(sel, "distill_per_reset", "{:,.1f}",
+                                                                               want=want),
+                             cell(sel, "reset_seconds", want=want)])
+    return markdown_table(["method", "task", "resets", "distillation epochs per reset",
+                           "seconds in resets + distillation"], body)
+
+
 def recovery_table(rows, envs, want=None):
     """Table 5's layout: distillation epochs of P3O and recovery epochs of P3O with --recovery train."""
     body = [["Distillation epochs (P3O)"] + [cell(select(rows, env=e, algo="p3o"), "distill_epochs", "{:,.1f}",
@@ -758,7 +773,7 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
            "12.5M-20M steps, which a shorter budget is not expected to reach.", ""]
     if experiment.note:
         out += [experiment.note, ""]
-    if experiment.kind != "returns" and not budget.startswith("paper"):
+    if experiment.kind in ("distill", "recovery", "resets") and not budget.startswith("paper"):
         out += ["Reset and epoch counts grow with the number of steps: P3O resets every 50,000 steps (1,000 in "
                 "smoke runs) and a cycle of 100 resets renews every neuron once, so the paper's 12.5M-20M steps "
                 "make 250-400 resets but the reduced budget's 1M make 20, a fifth of a cycle. Compare per-reset "
@@ -769,6 +784,8 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
     elif experiment.kind == "recovery":
         out += ["## Distillation vs recovery-training epochs (paper Table 5)", "", recovery_table(rows, envs, want),
                 ""]
+    elif experiment.kind == "sbp":
+        out += ["## Resets and inner distillation", "", sbp_table(rows, variants, envs, want), ""]
     elif experiment.kind == "resets":
         out += ["## Reset statistics of the actor's hidden neurons (paper Table 4: 768 neurons, mean over six "
                 "tasks)", "", resets_table(rows, variants), "", "Per task:", "",

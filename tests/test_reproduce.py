@@ -194,6 +194,22 @@ def test_tables_from_hand_made_runs(tmp_path):
     assert "| Epoch ratio (distillation / PPO epochs) | 0.1875 ± 0.0000 (paper 0.0327) |" in table2
 
 
+def test_sac_table_counts_resets_distillation_epochs_and_seconds(tmp_path):
+    runs = by_name(plan("table6", "smoke", seeds=(1, 2), runs_dir=tmp_path / "runs"))
+    for seed, (epochs, seconds) in {1: (100, 30.0), 2: (140, 50.0)}.items():
+        fake_run(runs[("SAC", "Hopper-v5", seed)], 2000, {"sbp": {"resets": 0, "distill_epochs": 0}},
+                 returns=[100.0 * (2 * seed - 1)] * 20)
+        fake_run(runs[("SAC+Cycle+INDS (SBP)", "Hopper-v5", seed)], 2000,
+                 {"sbp": {"resets": 10, "distill_epochs": epochs, "reset_seconds": seconds}}, returns=[0.0] * 20)
+    assert rp.main(["table6", "--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "2", "--runs-dir",
+                    str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]) == 0
+    table = (tmp_path / "results" / "table6" / "table6_smoke.md").read_text()
+    # per reset: 10 and 14 epochs -> 12 ± 2; plain SAC (no resets) and unfinished ReDo runs get no row
+    assert "| SAC+Cycle+INDS (SBP) | Hopper-v5 | 10 ± 0 | 12.0 ± 2.0 | 40 ± 10 |" in table
+    assert "| SAC | Hopper-v5 |" not in table and "| SAC+ReDo+INDS | Hopper-v5 |" not in table
+    assert "| Hopper-v5 | 200 ± 100 | 0 ± 0 | — |" in table  # final returns of 100 and 300
+
+
 def test_return_table_from_a_hand_made_csv(tmp_path):
     csv_path = tmp_path / "runs.csv"
     csv_path.write_text("variant,algo,env,seed,status,final_return\n"
