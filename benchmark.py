@@ -171,14 +171,15 @@ def train_run(algo, env_id, args):
 def sac_sps(script, env_id, args):
     """Learning-phase steps/s of one SAC file: sac_sbp.py prints it as 'learning phase: X steps/s',
     the patched CleanRL file as 'LEARNING_SPS X'. Both run --sac-threads torch threads."""
+    script = Path(script).resolve()  # it runs in a temporary folder: a relative path would break there
     with tempfile.TemporaryDirectory() as run_dir:
         cmd = [sys.executable, str(script), "--env-id", env_id, "--learning-starts", str(args.sac_learning_starts),
                "--total-timesteps", str(args.sac_learning_starts + args.sac_steps)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.sac_threads))
-        if Path(script) == ROOT / "sac_sbp.py":
+        if script == ROOT / "sac_sbp.py":
             cmd += ["--reset", "none", "--threads", str(args.sac_threads), "--run-dir", run_dir, "--no-save-buffer"]
         else:  # CleanRL's file imports cleanrl_utils from its repository root and writes runs/ in the cwd
-            env["PYTHONPATH"] = str(Path(script).resolve().parent.parent)
+            env["PYTHONPATH"] = str(script.parent.parent)
         proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True)
         found = re.search(r"(?:learning phase:|LEARNING_SPS) ([\d.]+)", proc.stdout)
         if proc.returncode != 0 or not found:

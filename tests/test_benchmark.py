@@ -7,8 +7,8 @@ import sys
 from conftest import ROOT
 
 
-def run_benchmark(*args):
-    return subprocess.run([sys.executable, str(ROOT / "benchmark.py"), *args], cwd=ROOT, capture_output=True,
+def run_benchmark(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "benchmark.py"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -45,7 +45,8 @@ def test_sac_benchmark_times_sac_sbp_beside_a_cleanrl_file_and_reports_their_rat
     fake.write_text("import sys\nfrom cleanrl_utils import SPEED\nassert '--learning-starts' in sys.argv\n"
                     "print(f'LEARNING_SPS {SPEED} (30.0 per CPU second)')\n")
     proc = run_benchmark("--algos", "--sac-envs", "Pendulum-v1", "--sac-steps", "64", "--sac-learning-starts", "64",
-                         "--cleanrl-sac", str(fake), "--repeats", "2", "--out", str(tmp_path / "out"))
+                         "--cleanrl-sac", "cleanrl/sac_continuous_action.py",  # relative, as a user would type it
+                         "--repeats", "2", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     sac = json.loads((tmp_path / "out" / "benchmark.json").read_text())["sac"]["Pendulum-v1"]
     assert sac["cleanrl_sac"]["all"] == [25.0, 25.0] and all(s > 0 for s in sac["sac_sbp"]["all"])
