@@ -601,8 +601,7 @@ def main():
     rewards_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
 
-    cbp_nets = [(name, net, record_features(net)) for name, net in
-                (("actor", agent.actor_mean), ("critic", agent.critic)) if cbp[name] is not None]
+    cbp_nets = [(name, net, record_features(net)) for name, net in networks.items() if cbp[name] is not None]
     interrupt = GracefulInterrupt()
     start_time, steps_at_start = time.time(), global_step
     for iteration in range(first_iteration, num_iterations + 1):
