@@ -423,17 +423,13 @@ def child_env(threads):
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
-def raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run_local(jobs, workers, threads, progress_every=30.0, poll=0.5):
     """Run [(run, argv)] in a pool of `workers` subprocesses, output appended to <config dir>/stdout.log.
     Ctrl-C or SIGTERM is passed on to the runs (each finishes its update and writes a checkpoint).
     Returns failures."""
     pending, running, failed, finished = list(jobs), {}, [], 0
     last_print = 0.0
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # `kill` stops the pool as Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the pool as Ctrl-C does
     try:
         while pending or running:
             while pending and len(running) < workers:
