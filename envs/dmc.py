@@ -4,10 +4,7 @@ Box action space. Ids are 'dm_control/<domain>-<task>', e.g. 'dm_control/hopper-
 
 from __future__ import annotations
 
-import os
 import pickle
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # no display needed; we never render
 
 import gymnasium as gym
 import numpy as np

@@ -17,10 +17,11 @@ TINY = ["--env-id", "InvertedPendulum-v5", "--num-envs", "2", "--num-steps", "25
         "--update-epochs", "2", "--hidden-dim", "32", "--threads", "1", "--metrics-every", "1"]
 
 
-def run_script(script, *args, run_dir, check=True, timeout=300):
-    """Run `python <script> args --run-dir run_dir` from the repository root."""
+def run_script(script, *args, run_dir, check=True, timeout=300, env=None):
+    """Run `python <script> args --run-dir run_dir` from the repository root (with `env` as
+    the whole environment, if given)."""
     cmd = [sys.executable, str(ROOT / script), *map(str, args), "--run-dir", str(run_dir)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")

@@ -118,3 +118,41 @@ def test_snapshot_restores_the_exact_future(env_id, async_envs):
     for (o1, r1), (o2, r2) in zip(first, second):
         np.testing.assert_array_equal(o1, o2)
         np.testing.assert_array_equal(r1, r2)
+
+
+# Imported first by every Python started with this folder on PYTHONPATH: importing PyOpenGL's EGL
+# module fails as it does on a machine without libEGL.
+NO_EGL_SITECUSTOMIZE = '''
+import sys
+
+class NoEGL:
+    def find_spec(self, name, path=None, target=None):
+        if name == "OpenGL.EGL" or name.startswith("OpenGL.EGL."):
+            raise AttributeError("'NoneType' object has no attribute 'eglQueryString'")
+
+sys.meta_path.insert(0, NoEGL())
+'''
+
+
+def test_trains_on_a_machine_without_opengl(tmp_path, tiny):
+    """Nothing renders, so nothing needs OpenGL: where EGL cannot load, MuJoCo and DMC tasks still
+    train, while a user's own MUJOCO_GL still wins (here 'egl', which then fails as it should)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_script
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(NO_EGL_SITECUSTOMIZE)
+    env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    check = [sys.executable, "-c", "import os, envs, mujoco, dm_control.suite; print(os.environ['MUJOCO_GL'])"]
+    chosen = subprocess.run(check, cwd=ROOT, env={**env, "MUJOCO_GL": "egl"}, capture_output=True, text=True)
+    assert chosen.returncode != 0 and "eglQueryString" in chosen.stderr  # the failure is reproduced
+    assert subprocess.run(check, cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip() == "disable"
+    for env_id in ("Hopper-v5", "dm_control/hopper-hop"):
+        i = tiny.index("--env-id")
+        args = tiny[:i] + ["--env-id", env_id] + tiny[i + 2:] + ["--total-timesteps", "512"]
+        proc = run_script("ppo_continuous.py", *args, run_dir=tmp_path / env_id.replace("/", "_"), env=env)
+        assert "update 1/1" in proc.stdout
