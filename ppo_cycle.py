@@ -53,6 +53,11 @@ class Args:
     """use deterministic torch algorithms, so one seed gives one result"""
     cuda: bool = False
     """run the networks on a CUDA GPU; an error if none is present"""
+    compile: bool = False
+    """torch.compile the hot paths: the rollout's policy step, the PPO minibatch step (and a
+    distillation minibatch step where the file has one); see README Performance"""
+    cudagraphs: bool = False
+    """replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path"""
     threads: int = 0
     """torch CPU threads; 0 means min(4, number of cores)"""
     run_dir: str = "runs"
@@ -171,6 +176,7 @@ def validate_args(args: Args) -> None:
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
+        (args.cuda or not args.cudagraphs, "--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)"),
     ]
     errors = [message for ok, message in checks if not ok]
     try:
@@ -335,40 +341,76 @@ def alpha_dkl(mean_t, logstd_t, mean_s, logstd_s, alpha):
             + (1 - alpha) * gaussian_kl(mean_s, logstd_s, mean_t, logstd_t))
 
 
-def inner_distill(actor_mean, actor_logstd, teacher_mean, teacher_logstd, obs, frozen, args):
-    """Distil the teacher into the actor on `obs` with the alpha-DKL, in minibatches, epoch after
-    epoch (at least one, as Algorithm 2) until the mean loss over all of `obs` is <= tau or the
-    epoch cap is hit. The `frozen` rows get zero gradient, and a fresh Adam (zero moments) moves
-    a zero-gradient entry by exactly 0, so they stay bit-identical. Returns (epochs, start, end)."""
-    optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd], lr=args.learning_rate, eps=1e-5)
-    with torch.no_grad():
-        target_mean = teacher_mean(obs)
-        target_logstd = teacher_logstd.expand_as(target_mean)
+class InnerDistillation:
+    """Inner distillation of the actor (mean network and log-std) into its pre-reset self.
 
-    def loss_on(idx):
-        mean = actor_mean(obs[idx])
-        return alpha_dkl(target_mean[idx], target_logstd[idx], mean, actor_logstd.expand_as(mean),
-                         args.distill_alpha).mean()
+    snapshot() copies the actor into the teacher just before a reset; calling the object after the
+    reset distils the teacher into the actor on `obs` with the alpha-DKL, in minibatches, epoch
+    after epoch (at least one, as Algorithm 2) until the mean loss over all of `obs` is <= tau or
+    the epoch cap is hit. The `frozen` rows (the reset neurons) get zero gradient, and Adam starts
+    each distillation with zero moments (a fresh Adam), so a zero-gradient entry moves by exactly 0
+    and they stay bit-identical. Built once per run: the teacher, the targets, the gradient masks
+    and Adam's state are updated in place, so the fast path's graph of the minibatch step stays
+    valid from one reset to the next (`obs` too must be refilled in place)."""
 
-    with torch.no_grad():
-        loss_start = loss = loss_on(slice(None)).item()
-    epochs = 0
-    while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
-        permutation = torch.randperm(len(obs), device=obs.device)
-        for start in range(0, len(obs), args.minibatch_size):
-            optimizer.zero_grad(set_to_none=True)
-            loss_on(permutation[start:start + args.minibatch_size]).backward()
-            for layer, rows in frozen:
-                layer.weight.grad[rows] = 0
-                layer.bias.grad[rows] = 0
-            optimizer.step()
-        epochs += 1
+    def __init__(self, actor_mean, actor_logstd, obs, args):
+        self.actor_mean, self.actor_logstd, self.obs, self.args = actor_mean, actor_logstd, obs, args
+        self.teacher_mean = copy.deepcopy(actor_mean).requires_grad_(False)
+        self.teacher_logstd = actor_logstd.detach().clone()
+        self.target_mean = self.teacher_mean(obs).detach()
+        lr = torch.tensor(args.learning_rate, device=obs.device) if args.cudagraphs else args.learning_rate
+        self.optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd], lr=lr, eps=1e-5,
+                                          capturable=args.cudagraphs)
+        self.keep = {layer: torch.ones(layer.out_features, device=obs.device) for layer in hidden_linears(actor_mean)}
+        self.step = fast_path(self.minibatch_step, args)
+
+    def snapshot(self):
         with torch.no_grad():
-            loss = loss_on(slice(None)).item()
-    if loss > args.distill_tau:
-        print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
-              f"with loss {loss:.4f} > tau {args.distill_tau}")
-    return epochs, loss_start, loss
+            for teacher, actor in zip(self.teacher_mean.parameters(), self.actor_mean.parameters()):
+                teacher.copy_(actor)
+            self.teacher_logstd.copy_(self.actor_logstd)
+
+    def loss_on(self, idx):
+        mean = self.actor_mean(self.obs[idx])
+        target_mean = self.target_mean[idx]
+        return alpha_dkl(target_mean, self.teacher_logstd.expand_as(target_mean), mean,
+                         self.actor_logstd.expand_as(mean), self.args.distill_alpha).mean()
+
+    def minibatch_step(self, idx):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_on(idx)
+        loss.backward()
+        for layer, keep in self.keep.items():  # frozen rows: zero gradient
+            layer.weight.grad.mul_(keep[:, None])
+            layer.bias.grad.mul_(keep)
+        self.optimizer.step()
+        return loss.detach()
+
+    def __call__(self, frozen):
+        """Distil after a reset of `frozen` ([(layer, rows)]); returns (epochs, loss before, loss after)."""
+        args = self.args
+        with torch.no_grad():
+            for keep in self.keep.values():
+                keep.fill_(1)
+            for layer, rows in frozen:
+                self.keep[layer][rows] = 0
+            for state in self.optimizer.state.values():  # zero moments and step count: a fresh Adam
+                for value in state.values():
+                    value.zero_()
+            self.target_mean.copy_(self.teacher_mean(self.obs))
+            loss_start = loss = self.loss_on(slice(None)).item()
+        epochs = 0
+        while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
+            permutation = torch.randperm(len(self.obs), device=self.obs.device)
+            for start in range(0, len(self.obs), args.minibatch_size):
+                self.step(permutation[start:start + args.minibatch_size])
+            epochs += 1
+            with torch.no_grad():
+                loss = self.loss_on(slice(None)).item()
+        if loss > args.distill_tau:
+            print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
+                  f"with loss {loss:.4f} > tau {args.distill_tau}")
+        return epochs, loss_start, loss
 
 
 def reset_statistics(reset_counts):
@@ -377,11 +419,85 @@ def reset_statistics(reset_counts):
             "share_neurons_reset": float((reset_counts > 0).mean())}
 
 
+def make_ppo_step(agent, optimizer, networks, rollout, args):
+    """The PPO minibatch step on the rollout tensors (obs, actions, log-probs, advantages, returns,
+    values; refilled in place every update): ppo_step(mb) computes the loss on rows mb, backward,
+    gradient clipping, Adam, and returns [policy loss, value loss, entropy, approx KL, clip
+    fraction, raw (pre-clip) gradient norm of each of `networks`]."""
+    b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = rollout
+
+    def ppo_step(mb):
+        newlogprob, entropy, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
+        logratio = newlogprob - b_logprobs[mb]
+        ratio = logratio.exp()
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - logratio).mean()
+            clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+        mb_advantages = b_advantages[mb]
+        if args.norm_adv:
+            mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+        pg_loss = torch.max(-mb_advantages * ratio,
+                            -mb_advantages * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+        if args.clip_vloss:
+            v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+            v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
+                                     (v_clipped - b_returns[mb]).square()).mean()
+        else:
+            v_loss = 0.5 * (newvalue - b_returns[mb]).square().mean()
+        entropy_loss = entropy.mean()
+        loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norms = [nn.utils.get_total_norm([p.grad for p in net.parameters()]) for net in networks.values()]
+        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+        return torch.stack([pg_loss, v_loss, entropy_loss, approx_kl, clipfrac, *grad_norms]).detach()
+
+    return ppo_step
+
+
 def save_checkpoint(path, state):
     """Write atomically: a crash while saving leaves the previous checkpoint intact."""
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def fast_path(fn, args):
+    """The hot function fn (tensors in, one tensor out) as --compile and --cudagraphs ask.
+
+    --compile: torch.compile(fn). --cudagraphs: the first two calls run fn as it is, on a side
+    stream (the warm-up CUDA graphs need); the third records fn in a CUDA graph, and from then on
+    every call copies its inputs into the graph's own input tensors, replays the graph and returns
+    a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
+    addresses they had when it was recorded, so all of them are updated in place (resets too),
+    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference.
+    """
+    if args.compile:
+        fn = torch.compile(fn)
+    if not args.cudagraphs:
+        return fn
+    graph, static_inputs, static_output, warmup_calls = torch.cuda.CUDAGraph(), [], [], [2]
+
+    def replay(*inputs):
+        if warmup_calls[0]:
+            warmup_calls[0] -= 1
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                output = fn(*inputs)
+            torch.cuda.current_stream().wait_stream(stream)
+            return output
+        if not static_output:
+            static_inputs.extend(x.clone() for x in inputs)
+            with torch.cuda.graph(graph):
+                static_output.append(fn(*static_inputs))
+        for static, x in zip(static_inputs, inputs):
+            static.copy_(x)
+        graph.replay()
+        return static_output[0].clone()
+
+    return replay
 
 
 class GracefulInterrupt:
@@ -438,7 +554,9 @@ def main():
     act_dim = envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args).to(device)
     networks = {"actor": agent.actor_mean, "critic": agent.critic}  # whose plasticity metrics are logged
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # CUDA graphs need Adam's step count on the device and a learning rate they read, not bake in
+    lr = torch.tensor(args.learning_rate, device=device) if args.cudagraphs else args.learning_rate
+    optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=args.cudagraphs)
 
     global_step, first_iteration = 0, 1
     recent_returns = deque(maxlen=20)
@@ -476,25 +594,35 @@ def main():
                     "cuda": torch.cuda.get_rng_state_all() if args.cuda else None},
         }
 
-    # Rollout storage: numpy on the host, moved to the device once per update
+    # Rollout storage: numpy on the host, copied once per update into the device tensors below
     obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((args.num_steps, args.num_envs, act_dim), dtype=np.float32)
     logprobs_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     values_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     rewards_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    b_obs = torch.zeros((batch_size, obs_dim), device=device)  # allocated once: the graphs read them in place
+    b_actions = torch.zeros((batch_size, act_dim), device=device)
+    b_logprobs, b_advantages, b_returns, b_values = torch.zeros((4, batch_size), device=device)
+
+    rollout = (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
+    policy_step = fast_path(agent.act, args)
+    update_step = fast_path(make_ppo_step(agent, optimizer, networks, rollout, args), args)
+    distiller = InnerDistillation(agent.actor_mean, agent.actor_logstd, b_obs, args) if args.inner_distill else None
 
     interrupt = GracefulInterrupt()
     start_time, steps_at_start = time.time(), global_step
     for iteration in range(first_iteration, num_iterations + 1):
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+            lr_now = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+            group = optimizer.param_groups[0]
+            group["lr"] = group["lr"].fill_(lr_now) if torch.is_tensor(group["lr"]) else lr_now
 
         # ---- Rollout: one batched forward pass per vector step ----
         for step in range(args.num_steps):
             obs_buf[step] = next_obs
             with torch.inference_mode():
-                out = agent.act(torch.from_numpy(next_obs).to(device)).cpu().numpy()
+                out = policy_step(torch.from_numpy(next_obs).to(device)).cpu().numpy()
             action = out[:, :act_dim]
             actions_buf[step], logprobs_buf[step], values_buf[step] = action, out[:, act_dim], out[:, act_dim + 1]
             next_obs, reward, terminations, truncations, infos = envs.step(action)
@@ -518,45 +646,19 @@ def main():
                                           args.gae_lambda)
 
         # ---- PPO update ----
-        b_obs = torch.from_numpy(obs_buf.reshape(batch_size, obs_dim)).to(device)
-        b_actions = torch.from_numpy(actions_buf.reshape(batch_size, act_dim)).to(device)
-        b_logprobs = torch.from_numpy(logprobs_buf.reshape(-1)).to(device)
-        b_advantages = torch.from_numpy(advantages.reshape(-1)).to(device)
-        b_returns = torch.from_numpy(returns.reshape(-1)).to(device)
-        b_values = torch.from_numpy(values_buf.reshape(-1)).to(device)
-        clipfracs = []
+        for target, source in ((b_obs, obs_buf), (b_actions, actions_buf), (b_logprobs, logprobs_buf),
+                               (b_advantages, advantages), (b_returns, returns), (b_values, values_buf)):
+            target.copy_(torch.from_numpy(source).view(target.shape))
+        stats = []  # one row per minibatch step, read on the host once per update
         for epoch in range(args.update_epochs):
             permutation = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, args.minibatch_size):
-                mb = permutation[start:start + args.minibatch_size]
-                newlogprob, entropy, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
-                logratio = newlogprob - b_logprobs[mb]
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-                mb_advantages = b_advantages[mb]
-                if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                pg_loss = torch.max(-mb_advantages * ratio,
-                                    -mb_advantages * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                if args.clip_vloss:
-                    v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
-                    v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
-                                             (v_clipped - b_returns[mb]).square()).mean()
-                else:
-                    v_loss = 0.5 * (newvalue - b_returns[mb]).square().mean()
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if start + args.minibatch_size == batch_size:  # raw (pre-clip) gradient norms, for plasticity/
-                    grad_norms = {name: nn.utils.get_total_norm([p.grad for p in net.parameters()]).item()
-                                  for name, net in networks.items()}
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-            if args.target_kl is not None and approx_kl.item() > args.target_kl:
+                stats.append(update_step(permutation[start:start + args.minibatch_size]))
+            if args.target_kl is not None and stats[-1][3].item() > args.target_kl:
                 break
+        stats = torch.stack(stats)
+        pg_loss, v_loss, entropy_loss, approx_kl = stats[-1, :4]
+        grad_norms = dict(zip(networks, stats[-1, 5:]))  # raw (pre-clip), of the last minibatch, for plasticity/
 
         # ---- NaN guard: stop before anything non-finite reaches a checkpoint ----
         losses = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
@@ -572,8 +674,7 @@ def main():
             cycle["next_reset"] += args.reset_frequency
             reset_start = time.time()
             if args.inner_distill:
-                teacher_mean = copy.deepcopy(agent.actor_mean).requires_grad_(False)
-                teacher_logstd = agent.actor_logstd.detach().clone()
+                distiller.snapshot()
             frozen = cycle_reset(agent.actor_mean, optimizer, cycle["reset_index"], args)
             for i, (layer, rows) in enumerate(frozen):
                 cycle["reset_counts"][i, rows.cpu().numpy()] += 1
@@ -581,8 +682,7 @@ def main():
             cycle["reset_index"] = (cycle["reset_index"] + 1) % math.ceil(1 / args.reset_rate - 1e-9)
             cycle["resets"] += 1
             if args.inner_distill:
-                epochs, loss_start, loss_end = inner_distill(agent.actor_mean, agent.actor_logstd, teacher_mean,
-                                                             teacher_logstd, b_obs, frozen, args)
+                epochs, loss_start, loss_end = distiller(frozen)
                 cycle["distill_epochs"] += epochs
                 writer.add_scalar("reset/distill_epochs", epochs, global_step)
                 writer.add_scalar("reset/distill_loss_start", loss_start, global_step)
@@ -600,11 +700,11 @@ def main():
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         sps = int((global_step - steps_at_start) / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("charts/learning_rate", float(optimizer.param_groups[0]["lr"]), global_step)
         for name, value in losses.items():
             writer.add_scalar(f"losses/{name}", value.item(), global_step)
         writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
+        writer.add_scalar("losses/clipfrac", stats[:, 4].mean().item(), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         if iteration % args.metrics_every == 0 or iteration == num_iterations:
@@ -612,7 +712,7 @@ def main():
             for net_name, net in networks.items():
                 for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
-                writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norms[net_name], global_step)
+                writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norms[net_name].item(), global_step)
         mean_return = np.mean(recent_returns) if recent_returns else float("nan")
         eta = (args.total_timesteps - global_step) / max(sps, 1)
         print(f"step {global_step:>11,}/{args.total_timesteps:,} | update {iteration}/{num_iterations} | "

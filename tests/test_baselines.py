@@ -42,9 +42,9 @@ def test_diff_with_base_only_adds_the_method(script):
 @pytest.mark.parametrize("module", BASELINES.values(), ids=BASELINES)
 def test_functions_shared_with_p3o_are_verbatim_copies(module):
     names = ["cycle_slice", "hidden_linears", "reinit_neurons", "cycle_reset", "gaussian_kl", "alpha_dkl",
-             "inner_distill", "reset_statistics"]
+             "InnerDistillation", "reset_statistics"]
     copied = [name for name in names if hasattr(module, name)]
-    assert {"reinit_neurons", "inner_distill", "reset_statistics"} <= set(copied)
+    assert {"reinit_neurons", "InnerDistillation", "reset_statistics"} <= set(copied)
     for name in copied:
         assert inspect.getsource(getattr(module, name)) == inspect.getsource(getattr(p3o, name)), name
     if module is cbp:

@@ -79,18 +79,21 @@ def test_reset_range_half_only_touches_first_half():
         assert rows == set(range(128))
 
 
-def test_distillation_freezes_reset_rows_and_reaches_tau():
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_distillation_freezes_reset_rows_and_reaches_tau(compile):
+    """On the eager reference and on the fast path's compiled minibatch step alike."""
     torch.manual_seed(0)
-    agent, args = make_agent(hidden_dim=64, reset_rate=0.25, distill_tau=0.01, minibatch_size=128)
+    agent, args = make_agent(hidden_dim=64, reset_rate=0.25, distill_tau=0.01, minibatch_size=128, compile=compile)
     obs = torch.randn(1024, 6)
-    teacher = copy.deepcopy(agent.actor_mean).requires_grad_(False)
-    teacher_logstd = agent.actor_logstd.detach().clone() - 0.2
+    distiller = p3o.InnerDistillation(agent.actor_mean, agent.actor_logstd, obs, args)
+    distiller.snapshot()
+    distiller.teacher_logstd -= 0.2
+    teacher, teacher_logstd = distiller.teacher_mean, distiller.teacher_logstd
     teacher_snapshot = copy.deepcopy(teacher.state_dict())
     optimizer = torch.optim.Adam(agent.parameters())
     frozen = p3o.cycle_reset(agent.actor_mean, optimizer, 1, args)
     before = copy.deepcopy(agent.actor_mean.state_dict())
-    epochs, loss_start, loss_end = p3o.inner_distill(agent.actor_mean, agent.actor_logstd, teacher, teacher_logstd,
-                                                     obs, frozen, args)
+    epochs, loss_start, loss_end = distiller(frozen)
     assert loss_start > args.distill_tau  # there was something to distil
     assert 1 <= epochs < args.distill_max_epochs and loss_end <= args.distill_tau
     for layer, rows in frozen:
