@@ -73,6 +73,11 @@ class Args:
     """use deterministic torch algorithms, so one seed gives one result"""
     cuda: bool = False
     """run the networks and the replay buffer on a CUDA GPU; an error if none is present"""
+    compile: bool = False
+    """torch.compile the hot paths: the action, the critic step, the actor-and-temperature step and
+    the distillation minibatch step; see README Performance"""
+    cudagraphs: bool = False
+    """replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path"""
     threads: int = 0
     """torch CPU threads; 0 means min(4, number of cores)"""
     run_dir: str = "runs"
@@ -216,6 +221,7 @@ def validate_args(args: Args) -> None:
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
+        (args.cuda or not args.cudagraphs, "--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)"),
     ]
     errors = [message for ok, message in checks if not ok]
     try:
@@ -540,40 +546,77 @@ def alpha_dkl(mean_t, logstd_t, mean_s, logstd_s, alpha):
             + (1 - alpha) * gaussian_kl(mean_s, logstd_s, mean_t, logstd_t))
 
 
-def inner_distill(actor, teacher, obs, frozen, args):
-    """Distil the teacher's pre-squash Gaussian (mean and state-dependent log-std) into the
-    actor on `obs` with the alpha-DKL, in minibatches of --batch-size, epoch after epoch (at
-    least one) until the mean loss over all of `obs` is <= tau or the epoch cap is hit. The
-    `frozen` rows get zero gradient, and a fresh Adam (zero moments) moves a zero-gradient
-    entry by exactly 0, so they stay bit-identical. Returns (epochs, loss before, loss after)."""
-    optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
-    with torch.no_grad():
-        target_mean, target_logstd = teacher(obs)
+class InnerDistillation:
+    """Inner distillation of the actor into its pre-reset self (pre-squash mean and state-dependent
+    log-std).
 
-    def loss_on(idx):
-        mean, logstd = actor(obs[idx])
-        return alpha_dkl(target_mean[idx], target_logstd[idx], mean, logstd, args.distill_alpha).mean()
+    snapshot() copies the actor into the teacher just before a reset; calling the object after the
+    reset with `sample` (--distill-samples observations) distils the teacher into the actor on them
+    with the alpha-DKL, in minibatches of --batch-size, epoch after epoch (at least one) until the
+    mean loss over the sample is <= tau or the epoch cap is hit. The `frozen` rows (the reset
+    neurons) get zero gradient, and Adam starts each distillation with zero moments (a fresh Adam),
+    so a zero-gradient entry moves by exactly 0 and they stay bit-identical. Built once per run:
+    the teacher, the sample, the targets, the gradient masks and Adam's state are updated in place,
+    so the fast path's graph of the minibatch step stays valid from one reset to the next."""
 
-    with torch.no_grad():
-        loss_start = loss = loss_on(slice(None)).item()
-    epochs = 0
-    while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
-        permutation = torch.randperm(len(obs), device=obs.device)
-        for start in range(0, len(obs), args.batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            loss_on(permutation[start:start + args.batch_size]).backward()
-            for layer, rows in frozen:
-                layer.weight.grad[rows] = 0
-                layer.bias.grad[rows] = 0
-            optimizer.step()
-        epochs += 1
+    def __init__(self, actor, args, obs_dim):
+        self.actor, self.args = actor, args
+        self.teacher = copy.deepcopy(actor).requires_grad_(False)
+        device = actor.action_scale.device
+        self.obs = torch.zeros((args.distill_samples, obs_dim), device=device)
+        self.target_mean, self.target_logstd = (t.detach() for t in self.teacher(self.obs))
+        self.optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, capturable=args.cudagraphs)
+        self.keep = {layer: torch.ones(layer.out_features, device=device) for layer in hidden_linears(actor.net)}
+        self.step = fast_path(self.minibatch_step, args)
+
+    def snapshot(self):
         with torch.no_grad():
-            loss = loss_on(slice(None)).item()
-    if loss > args.distill_tau:
-        print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
-              f"with loss {loss:.4f} > tau {args.distill_tau}")
-    actor.zero_grad(set_to_none=True)  # so plasticity/actor_grad_norm never reports a distillation gradient
-    return epochs, loss_start, loss
+            for teacher, actor in zip(self.teacher.parameters(), self.actor.parameters()):
+                teacher.copy_(actor)
+
+    def loss_on(self, idx):
+        mean, logstd = self.actor(self.obs[idx])
+        return alpha_dkl(self.target_mean[idx], self.target_logstd[idx], mean, logstd, self.args.distill_alpha).mean()
+
+    def minibatch_step(self, idx):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_on(idx)
+        loss.backward()
+        for layer, keep in self.keep.items():  # frozen rows: zero gradient
+            layer.weight.grad.mul_(keep[:, None])
+            layer.bias.grad.mul_(keep)
+        self.optimizer.step()
+        return loss.detach()
+
+    def __call__(self, sample, frozen):
+        """Distil on `sample` after a reset of `frozen` ([(layer, rows)]); returns (epochs, loss
+        before, loss after)."""
+        args = self.args
+        with torch.no_grad():
+            self.obs.copy_(sample)
+            for keep in self.keep.values():
+                keep.fill_(1)
+            for layer, rows in frozen:
+                self.keep[layer][rows] = 0
+            for state in self.optimizer.state.values():  # zero moments and step count: a fresh Adam
+                for value in state.values():
+                    value.zero_()
+            target_mean, target_logstd = self.teacher(self.obs)
+            self.target_mean.copy_(target_mean)
+            self.target_logstd.copy_(target_logstd)
+            loss_start = loss = self.loss_on(slice(None)).item()
+        epochs = 0
+        while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
+            permutation = torch.randperm(len(self.obs), device=self.obs.device)
+            for start in range(0, len(self.obs), args.batch_size):
+                self.step(permutation[start:start + args.batch_size])
+            epochs += 1
+            with torch.no_grad():
+                loss = self.loss_on(slice(None)).item()
+        if loss > args.distill_tau:
+            print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
+                  f"with loss {loss:.4f} > tau {args.distill_tau}")
+        return epochs, loss_start, loss
 
 
 def reset_statistics(reset_counts):
@@ -582,11 +625,91 @@ def reset_statistics(reset_counts):
             "share_neurons_reset": float((reset_counts > 0).mean())}
 
 
+def make_sac_updates(actor, qf, qf_target, q_optimizer, actor_optimizer, log_alpha, args):
+    """SAC's update steps: temperature() (the entropy coefficient alpha), critic_update(obs,
+    actions, rewards, next_obs, dones) on a sampled batch, actor_update(obs)."""
+    fixed_alpha = torch.tensor(args.alpha, device=log_alpha.device)
+    target_entropy = -float(actor.action_scale.numel())
+    actor_params = list(actor.parameters()) + ([log_alpha] if args.autotune else [])
+
+    def temperature():
+        return log_alpha.exp().detach() if args.autotune else fixed_alpha
+
+    def critic_update(obs, actions, rewards, next_obs_b, dones):
+        """The critic update on a sampled batch. Returns [mean Q of each Q network, their MSE losses,
+        the raw gradient norm of each]."""
+        with torch.no_grad():
+            next_actions, next_log_pi = actor.sample(next_obs_b)
+            min_q_next = qf_target(next_obs_b, next_actions).amin(0) - temperature() * next_log_pi
+            target_q = rewards + (1 - dones) * args.gamma * min_q_next
+        q_values = qf(obs, actions)
+        q_losses = (q_values - target_q).square().mean(1)  # both Q networks' MSE
+        q_optimizer.zero_grad(set_to_none=True)
+        q_losses.sum().backward()
+        grad_norms = [nn.utils.get_total_norm([p.grad for p in q.parameters()]) for q in qf.members]
+        q_optimizer.step()
+        return torch.cat([q_values.detach().mean(1), q_losses.detach(), torch.stack(grad_norms)])
+
+    def actor_update(obs):
+        """One actor and temperature update on the sampled observations. Returns [actor loss,
+        temperature loss, the actor's raw gradient norm]."""
+        pi, log_pi = actor.sample(obs)
+        actor_loss = (temperature() * log_pi - qf(obs, pi).amin(0)).mean()
+        # temperature loss on the same sample (the SAC authors' and SB3's order; CleanRL draws a
+        # second sample after the actor step)
+        alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+        loss = actor_loss + alpha_loss if args.autotune else actor_loss
+        actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=actor_params)  # no gradients for the Q networks' weights: not needed
+        grad_norm = nn.utils.get_total_norm([p.grad for p in actor.parameters()])
+        actor_optimizer.step()
+        return torch.stack([actor_loss.detach(), alpha_loss.detach(), grad_norm])
+
+    return temperature, critic_update, actor_update
+
+
 def save_checkpoint(path, state):
     """Write atomically: a crash while saving leaves the previous checkpoint intact."""
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def fast_path(fn, args):
+    """The hot function fn (tensors in, one tensor out) as --compile and --cudagraphs ask.
+
+    --compile: torch.compile(fn). --cudagraphs: the first two calls run fn as it is, on a side
+    stream (the warm-up CUDA graphs need); the third records fn in a CUDA graph, and from then on
+    every call copies its inputs into the graph's own input tensors, replays the graph and returns
+    a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
+    addresses they had when it was recorded, so all of them are updated in place (resets too),
+    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference.
+    """
+    if args.compile:
+        fn = torch.compile(fn)
+    if not args.cudagraphs:
+        return fn
+    graph, static_inputs, static_output, warmup_calls = torch.cuda.CUDAGraph(), [], [], [2]
+
+    def replay(*inputs):
+        if warmup_calls[0]:
+            warmup_calls[0] -= 1
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                output = fn(*inputs)
+            torch.cuda.current_stream().wait_stream(stream)
+            return output
+        if not static_output:
+            static_inputs.extend(x.clone() for x in inputs)
+            with torch.cuda.graph(graph):
+                static_output.append(fn(*static_inputs))
+        for static, x in zip(static_inputs, inputs):
+            static.copy_(x)
+        graph.replay()
+        return static_output[0].clone()
+
+    return replay
 
 
 class GracefulInterrupt:
@@ -646,15 +769,15 @@ def main():
     qf = TwinQ(obs_dim + act_dim, args).to(device)
     qf_target = copy.deepcopy(qf).requires_grad_(False)
     q_params, target_params = list(qf.parameters()), list(qf_target.parameters())
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)  # one fused kernel per step
+    # one fused kernel per step; CUDA graphs take the capturable (multi-tensor) Adam instead
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=not args.cudagraphs,
+                                   capturable=args.cudagraphs)
     # the temperature (log alpha, learning rate --q-lr) shares the actor's optimizer and backward pass:
     # Adam is per parameter, so this is the same as CleanRL's separate optimizers, with one step less
-    target_entropy = -float(act_dim)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
-    actor_params = list(actor.parameters()) + ([log_alpha] if args.autotune else [])
     actor_optimizer = torch.optim.Adam([{"params": list(actor.parameters())}]
                                        + ([{"params": [log_alpha], "lr": args.q_lr}] if args.autotune else []),
-                                       lr=args.policy_lr, fused=True)
+                                       lr=args.policy_lr, fused=not args.cudagraphs, capturable=args.cudagraphs)
     rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_dim, act_dim, device)
 
     global_step, updates = 0, 0
@@ -687,7 +810,8 @@ def main():
         print(f"resumed {run_dir} at step {global_step:,} (update {updates:,})")
     else:
         rb.start(next_obs)
-    alpha = log_alpha.exp().detach() if args.autotune else torch.tensor(args.alpha, device=device)
+    temperature, critic_update, actor_update = make_sac_updates(actor, qf, qf_target, q_optimizer, actor_optimizer,
+                                                                log_alpha, args)
 
     os.makedirs(run_dir, exist_ok=True)
     writer = SummaryWriter(run_dir)
@@ -709,36 +833,19 @@ def main():
                     "cuda": torch.cuda.get_rng_state_all() if args.cuda else None},
         }
 
+    policy_step = fast_path(lambda obs: actor.sample(obs)[0], args)
+    critic_step, actor_step = fast_path(critic_update, args), fast_path(actor_update, args)
+    distiller = InnerDistillation(actor, args, obs_dim) if args.reset != "none" and args.inner_distill else None
+
     def sac_update():
         """One critic update; every policy_frequency-th, that many actor and temperature updates."""
-        nonlocal updates, alpha
+        nonlocal updates
         updates += 1
-        obs, actions, rewards, next_obs_b, dones = rb.sample(args.batch_size)
-        with torch.no_grad():
-            next_actions, next_log_pi = actor.sample(next_obs_b)
-            min_q_next = qf_target(next_obs_b, next_actions).amin(0) - alpha * next_log_pi
-            target_q = rewards + (1 - dones) * args.gamma * min_q_next
-        q_values = qf(obs, actions)
-        q_losses = (q_values - target_q).square().mean(1)  # both Q networks' MSE
-        q_optimizer.zero_grad(set_to_none=True)
-        q_losses.sum().backward()
-        q_optimizer.step()
-        out = {"q_values": q_values.detach(), "q_losses": q_losses.detach()}
+        batch = rb.sample(args.batch_size)
+        out = {"critic": critic_step(*batch)}
         if updates % args.policy_frequency == 0:  # CleanRL's delayed update, compensated
             for _ in range(args.policy_frequency):
-                pi, log_pi = actor.sample(obs)
-                actor_loss = (alpha * log_pi - qf(obs, pi).amin(0)).mean()
-                loss = actor_loss
-                if args.autotune:  # temperature loss on the same sample (the SAC authors' and SB3's
-                    # order; CleanRL draws a second sample after the actor step)
-                    alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
-                    loss = actor_loss + alpha_loss
-                    out["alpha_loss"] = alpha_loss.detach()
-                actor_optimizer.zero_grad(set_to_none=True)
-                loss.backward(inputs=actor_params)  # no gradients for the Q networks' weights: not needed
-                actor_optimizer.step()
-                alpha = log_alpha.exp().detach() if args.autotune else alpha
-                out["actor_loss"] = actor_loss.detach()
+                out["actor"] = actor_step(batch[0])
         if updates % args.target_network_frequency == 0:
             with torch.no_grad():
                 torch._foreach_lerp_(target_params, q_params, args.tau)  # Polyak: target += tau (q - target)
@@ -759,7 +866,7 @@ def main():
             env_action = action
         else:
             with torch.inference_mode():
-                action, _ = actor.sample(rb.current_obs())
+                action = policy_step(rb.current_obs())
             env_action = action.cpu().numpy()
         next_obs, reward, terminations, truncations, infos = envs.step(env_action)
         rb.add(action, next_obs, reward, terminations, truncations, infos.get("final_obs"))
@@ -781,12 +888,13 @@ def main():
         # ---- Logging and NaN guard: stop before anything non-finite reaches a checkpoint ----
         if learning and (crossed(args.log_every) or crossed(args.checkpoint_every) or finished
                          or interrupt.requested):
-            q_values, q_losses = last["q_values"], last["q_losses"]
-            losses = {"qf1_values": q_values[0].mean(), "qf2_values": q_values[1].mean(),
-                      "qf1_loss": q_losses[0], "qf2_loss": q_losses[1], "qf_loss": q_losses.mean()}
-            for key in ("actor_loss", "alpha_loss"):
-                if key in last:
-                    losses[key] = last[key]
+            critic = last["critic"]
+            losses = {"qf1_values": critic[0], "qf2_values": critic[1], "qf1_loss": critic[2], "qf2_loss": critic[3],
+                      "qf_loss": critic[2:4].mean()}
+            if "actor" in last:
+                losses["actor_loss"] = last["actor"][0]
+                if args.autotune:
+                    losses["alpha_loss"] = last["actor"][1]
             bad = [f"loss {k}" for k, v in losses.items() if not torch.isfinite(v)]
             for net_name, net in (("actor", actor), ("qf", qf)):
                 bad += [f"{net_name} parameter {k}" for k, p in net.named_parameters() if not torch.isfinite(p).all()]
@@ -795,7 +903,7 @@ def main():
                          f"checkpoint is in {run_dir}; resume it with a smaller --q-lr / --policy-lr.")
             for name, value in losses.items():
                 writer.add_scalar(f"losses/{name}", value.item(), global_step)
-            writer.add_scalar("losses/alpha", alpha.item(), global_step)
+            writer.add_scalar("losses/alpha", temperature().item(), global_step)
             sps = int((global_step - steps_at_start) / (time.time() - start_time))
             writer.add_scalar("charts/SPS", sps, global_step)
         if learning and (crossed(args.metrics_every) or finished):
@@ -803,15 +911,15 @@ def main():
             generator = torch.Generator(device).manual_seed(args.seed + global_step)
             obs_sample, action_sample = rb.sample(2048, generator)[:2]
             critic_input = torch.cat([obs_sample, action_sample], dim=1)
-            nets = (("actor", actor.net, obs_sample), ("critic", qf.members[0], critic_input),
-                    ("critic2", qf.members[1], critic_input))
-            for net_name, net, sample in nets:
+            # the raw gradient norm of each network's last update (SAC clips nothing)
+            nets = (("actor", actor.net, obs_sample, last["actor"][2] if "actor" in last else None),
+                    ("critic", qf.members[0], critic_input, last["critic"][4]),
+                    ("critic2", qf.members[1], critic_input, last["critic"][5]))
+            for net_name, net, sample, grad_norm in nets:
                 for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
-                grads = [p.grad for p in net.parameters() if p.grad is not None]
-                if grads:  # the raw gradient of the network's last update (SAC clips nothing)
-                    writer.add_scalar(f"plasticity/{net_name}_grad_norm", nn.utils.get_total_norm(grads).item(),
-                                      global_step)
+                if grad_norm is not None:
+                    writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norm.item(), global_step)
         if crossed(args.metrics_every) or finished:
             sps = int((global_step - steps_at_start) / (time.time() - start_time))
             mean_return = np.mean(recent_returns) if recent_returns else float("nan")
@@ -826,7 +934,8 @@ def main():
             if learning:
                 reset_start = time.time()
                 sample = rb.sample_obs(args.distill_samples)
-                teacher = copy.deepcopy(actor).requires_grad_(False)
+                if distiller:
+                    distiller.snapshot()  # the teacher: the actor before the reset
                 if args.reset == "cycle":
                     frozen = cycle_reset(actor.net, actor_optimizer, sbp["reset_index"], args)
                     writer.add_scalar("reset/pointer", sbp["reset_index"] * args.reset_rate, global_step)
@@ -840,7 +949,7 @@ def main():
                 # distil only after a reset of some neuron (a small layer's cycle slice or the threshold
                 # rule may select none)
                 if args.inner_distill and any(len(rows) for _, rows in frozen):
-                    epochs, loss_start, loss_end = inner_distill(actor, teacher, sample, frozen, args)
+                    epochs, loss_start, loss_end = distiller(sample, frozen)
                     sbp["distill_epochs"] += epochs
                     writer.add_scalar("reset/distill_epochs", epochs, global_step)
                     writer.add_scalar("reset/distill_loss_start", loss_start, global_step)

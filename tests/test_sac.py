@@ -1,7 +1,6 @@
 """sac_sbp.py: replay buffer (final observations, wrap-around), ReDo/cycle reset + inner distillation,
 argument validation, exact resume, learning, and an SBP run that logs its resets."""
 
-import copy
 import signal
 
 import numpy as np
@@ -133,11 +132,15 @@ def trained_actor(obs, **kw):
     return actor, optimizer, args
 
 
-@pytest.mark.parametrize("reset", ["cycle", "redo"])
-def test_reset_then_distill_keeps_frozen_rows_and_reaches_tau(reset):
+@pytest.mark.parametrize("reset, compile", [("cycle", False), ("redo", False), ("cycle", True)],
+                         ids=["cycle", "redo", "cycle-compiled"])
+def test_reset_then_distill_keeps_frozen_rows_and_reaches_tau(reset, compile):
+    """On the eager reference and on the fast path's compiled minibatch step alike."""
     obs = torch.randn(2048, 5)
-    actor, optimizer, args = trained_actor(obs, reset_rate=0.05)
-    teacher = copy.deepcopy(actor).requires_grad_(False)
+    actor, optimizer, args = trained_actor(obs, reset_rate=0.05, distill_samples=len(obs), compile=compile)
+    distiller = sac.InnerDistillation(actor, args, obs_dim=5)
+    distiller.snapshot()
+    teacher = distiller.teacher
     if reset == "cycle":
         frozen = sac.cycle_reset(actor.net, optimizer, 3, args)
     else:
@@ -155,7 +158,7 @@ def test_reset_then_distill_keeps_frozen_rows_and_reaches_tau(reset):
         assert optimizer.state[layer.weight]["exp_avg_sq"][rows].abs().sum() == 0
     after_reset = [(layer.weight[rows].clone(), layer.bias[rows].clone()) for layer, rows in frozen]
     others_before = [layer.weight.detach().clone() for layer, _ in frozen]
-    epochs, loss_start, loss_end = sac.inner_distill(actor, teacher, obs, frozen, args)
+    epochs, loss_start, loss_end = distiller(obs, frozen)
     for (layer, rows), (w, b), before in zip(frozen, after_reset, others_before):
         assert torch.equal(layer.weight[rows], w) and torch.equal(layer.bias[rows], b)  # bit-identical
         assert not torch.equal(layer.weight.detach(), before)  # the rest did train
