@@ -17,7 +17,8 @@ from test_sac import TINY_SAC
 
 SCRIPTS = ["ppo_continuous.py", "p3o_continuous.py", "ppo_cycle.py", "ppo_redo.py", "ppo_cbp.py", "sac_sbp.py"]
 # per family: the tiny configuration and checkpoint_every, which counts updates in PPO and env steps in SAC
-SHORT = {"ppo_continuous.py": [*TINY, "--checkpoint-every", "1"], "sac_sbp.py": [*TINY_SAC, "--checkpoint-every", "200"]}
+SHORT = {"ppo_continuous.py": [*TINY, "--checkpoint-every", "1"],
+         "sac_sbp.py": [*TINY_SAC, "--checkpoint-every", "200"]}
 STEP = {"ppo_continuous.py": 512, "sac_sbp.py": 200}  # steps between two checkpoints of SHORT
 
 
@@ -115,7 +116,8 @@ def run_killed(script, args, run_dir):
 
 def assert_same_networks(a, b):
     """The state dicts of two checkpoints' networks (PPO: agent; SAC: actor, qf, qf_target) are equal."""
-    nets = [k for k, v in a.items() if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())]
+    nets = [k for k, v in a.items()
+            if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())]
     assert nets
     for net in nets:
         for name, tensor in a[net].items():
