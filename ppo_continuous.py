@@ -262,6 +262,11 @@ RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkp
                      "cudagraphs", "resume", "run_dir")
 
 
+def describe(error):
+    """An exception in a few words for a one-line message: its type and first sentence."""
+    return f"{type(error).__name__}: {' '.join(str(error).split()).split('. ')[0]}"
+
+
 def save_checkpoint(path, state):
     """Write path + ".tmp", check that it reads back, keep the checkpoint before it as checkpoint.prev.pt,
     then rename: a crash, a kill or a full disk at any point leaves a readable checkpoint to resume."""
@@ -274,7 +279,7 @@ def save_checkpoint(path, state):
     except Exception as e:  # a full disk, a lost mount: stop, the last checkpoint is intact
         if os.path.exists(tmp):
             os.remove(tmp)
-        sys.exit(f"error: could not write the checkpoint {tmp} ({type(e).__name__}: {' '.join(str(e).split())}); "
+        sys.exit(f"error: could not write the checkpoint {tmp} ({describe(e)}); "
                  f"the last one, {path}, is intact: free space and continue with --resume {os.path.dirname(path)}")
     if os.path.exists(path):
         os.replace(path, previous)
@@ -292,8 +297,7 @@ def load_checkpoint(run_dir):
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # truncated (a full disk, a copy cut short), not a torch file: try the one before
-            problem = problem or (f"{path} is unreadable, truncated or not a checkpoint "
-                                  f"({type(e).__name__}: {' '.join(str(e).split())})")
+            problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
             continue
         header = checkpoint if isinstance(checkpoint, dict) else {}
         if "script" not in header or "format" not in header:

@@ -335,8 +335,9 @@ def load_checkpoint(path):
             try:
                 ckpt = torch.load(file, weights_only=False, map_location="cpu", mmap=True)
             except Exception as e:  # noqa: BLE001 - truncated, not a torch file: try the one before
+                reason = " ".join(str(e).split()).split(". ")[0]  # the first sentence
                 problem = problem or (f"{file} is unreadable, truncated or not a checkpoint "
-                                      f"({type(e).__name__}: {' '.join(str(e).split())})")
+                                      f"({type(e).__name__}: {reason})")
                 continue
             if isinstance(ckpt, dict) and "global_step" in ckpt:
                 return ckpt
