@@ -102,6 +102,24 @@ def test_arguments_given_with_resume_may_change_only_when_allowed(tmp_path, monk
         assert text in str(error.value.code) and "\n" not in str(error.value.code)
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_save_keeps_the_checkpoint_before_and_a_failed_write_exits_in_one_line(tmp_path, script):
+    save, path = module(script).save_checkpoint, str(tmp_path / "checkpoint.pt")
+    save(path, {"global_step": 1})
+    save(path, {"global_step": 2})
+
+    def steps():
+        return [torch.load(tmp_path / name)["global_step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")]
+
+    assert steps() == [2, 1]
+    with pytest.raises(SystemExit) as error:  # a write that fails half way (a full disk alike)
+        save(path, {"global_step": 3, "unpicklable": lambda: 0})
+    message = str(error.value.code)
+    assert message.startswith(f"error: could not write the checkpoint {path}.tmp") and "\n" not in message
+    assert f"the last one, {path}, is intact" in message
+    assert steps() == [2, 1] and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]
+
+
 def run_killed(script, args, run_dir):
     """Start a long run, SIGKILL it once it has written two checkpoints; return its run directory."""
     cmd = [sys.executable, str(ROOT / script), *args, "--total-timesteps", "1000000", "--run-dir", str(run_dir)]
