@@ -632,9 +632,15 @@ def load_checkpoint(run_dir):
             problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
             continue
         header = checkpoint if isinstance(checkpoint, dict) else {}
+        if "format" not in header and isinstance(header.get("args"), dict):
+            # format 0, from before checkpoints named their file, has the same contents: it is this file's
+            # when its arguments are this file's (less ones added since, which may change on resume)
+            saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
+            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE):
+                header = {"script": script, "format": CHECKPOINT_FORMAT}
         if "script" not in header or "format" not in header:
-            sys.exit(f"error: {path} is not a checkpoint of this project's training files "
-                     "(or is one from before they recorded their name and format); start a new run")
+            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
+                     f"{script}'s; resume it with the file that wrote it, or start a new run")
         if header["script"] != script:
             sys.exit(f"error: {path} was written by {header['script']}, not {script}; "
                      f"resume it with: python {header['script']} --resume {run_dir}")

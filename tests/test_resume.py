@@ -37,6 +37,19 @@ def hand_made_run(tmp_path, script, **args):
     return run
 
 
+def edit_checkpoint(path, drop_args=(), **entries):
+    """Set entries of a checkpoint (None deletes one) and delete some of its saved arguments."""
+    state = torch.load(path, weights_only=False)
+    for key, value in entries.items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    for name in drop_args:
+        del state["args"][name]
+    torch.save(state, path)
+
+
 def resume_error(monkeypatch, script, run, *argv):
     """The one line `python script --resume run argv` exits with (before any env or file is made)."""
     monkeypatch.setattr(sys, "argv", [script, "--resume", str(run), *argv])
@@ -48,11 +61,11 @@ def resume_error(monkeypatch, script, run, *argv):
 
 
 @pytest.mark.parametrize("case", ["truncated", "not a torch file", "another file's run", "another format",
-                                  "no format", "--env-id differs"])
+                                  "another file's run from before format 1", "--env-id differs"])
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_checkpoint_that_cannot_be_resumed_exits_with_one_line(tmp_path, monkeypatch, script, case):
     other = "p3o_continuous.py" if script == "ppo_continuous.py" else "ppo_continuous.py"
-    run = hand_made_run(tmp_path, other if case == "another file's run" else script, env_id="Hopper-v5")
+    run = hand_made_run(tmp_path, other if case.startswith("another file's") else script, env_id="Hopper-v5")
     checkpoint, argv = run / "checkpoint.pt", []
     if case == "truncated":  # a full disk, a copy cut short
         checkpoint.write_bytes(checkpoint.read_bytes()[:9000])
@@ -62,19 +75,28 @@ def test_a_checkpoint_that_cannot_be_resumed_exits_with_one_line(tmp_path, monke
         expected = [f"{checkpoint} is unreadable"]
     elif case == "another file's run":
         expected = [f"{checkpoint} was written by {other}, not {script}", f"python {other} --resume {run}"]
-    elif case in ("another format", "no format"):
-        state = torch.load(checkpoint, weights_only=False)
-        state["format"] += 1
-        if case == "no format":  # a checkpoint of a version before they recorded their name and format
-            del state["format"], state["script"]
-        torch.save(state, checkpoint)
-        expected = [f"format {state['format']}" if case == "another format" else "not a checkpoint of this project"]
+    elif case == "another format":
+        edit_checkpoint(checkpoint, format=module(script).CHECKPOINT_FORMAT + 1)
+        expected = [f"{checkpoint} has checkpoint format {module(script).CHECKPOINT_FORMAT + 1}"]
+    elif case == "another file's run from before format 1":  # no name: told apart by its arguments
+        edit_checkpoint(checkpoint, format=None, script=None)
+        expected = [f"{checkpoint} is not a checkpoint of {script}"]
     else:
         argv = ["--env-id", "Ant-v5"]
         expected = ["--env-id Ant-v5 (the run has Hopper-v5)", "only --total-timesteps, --cuda"]
     message = resume_error(monkeypatch, script, run, *argv)
     for text in expected:
         assert text in message, (text, message)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_checkpoint_from_before_format_1_is_resumed_by_its_own_file_only(tmp_path, monkeypatch, script):
+    run = hand_made_run(tmp_path, script)
+    # format 0 had the same contents without the file's name and format, and lacks arguments added since
+    edit_checkpoint(run / "checkpoint.pt", drop_args=["metrics_every"], format=None, script=None)
+    assert module(script).load_checkpoint(str(run))["agent"]["weight"].shape == (64, 64)
+    edit_checkpoint(run / "checkpoint.pt", drop_args=["gamma"])  # not an argument that may change: another file's
+    assert f"is not a checkpoint of {script}" in resume_error(monkeypatch, script, run)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
