@@ -56,8 +56,10 @@ class Args:
     run_dir: str = "runs"
     """folder under which each run writes runs/<run name>/ (TensorBoard events, checkpoint)"""
     resume: Optional[str] = None
-    """a run directory to continue from its last checkpoint; its saved arguments are used,
-    except --total-timesteps and --cuda when given"""
+    """a run directory to continue from its last checkpoint (or the one before it, when that is unreadable)
+    with its saved arguments; of those given with it only --total-timesteps, --cuda (always this command's),
+    --threads, --async-envs, --checkpoint-every, --metrics-every and the GPU fast-path flags may differ
+    from the run's, any other that differs is refused"""
     checkpoint_every: int = 25
     """write a checkpoint every this many updates (and at the end, on Ctrl-C and on SIGTERM)"""
     metrics_every: int = 10
@@ -293,10 +295,37 @@ def make_ppo_step(agent, optimizer, networks, rollout, args):
     return ppo_step
 
 
+CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
+
+# Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
+# checkpoints and logs metrics; none changes the method): the value given replaces the saved one, any other
+# argument given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's,
+# given or not: the device belongs to the machine.
+RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
+                     "cudagraphs", "resume", "run_dir")
+
+
+def describe(error):
+    """An exception in a few words for a one-line message: its type and first sentence."""
+    return f"{type(error).__name__}: {' '.join(str(error).split()).split('. ')[0]}"
+
+
 def save_checkpoint(path, state):
-    """Write atomically: a crash while saving leaves the previous checkpoint intact."""
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
+    """Write path + ".tmp", check that it reads back, keep the checkpoint before it as checkpoint.prev.pt,
+    then rename: a crash, a kill or a full disk at any point leaves a readable checkpoint to resume."""
+    tmp, previous = path + ".tmp", path[: -len(".pt")] + ".prev.pt"
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        torch.load(tmp, map_location="cpu", weights_only=False, mmap=True)  # fails unless written whole
+    except Exception as e:  # a full disk, a lost mount: stop, the last checkpoint is intact
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        sys.exit(f"error: could not write the checkpoint {tmp} ({describe(e)}); "
+                 f"the last one, {path}, is intact: free space and continue with --resume {os.path.dirname(path)}")
+    if os.path.exists(path):
+        os.replace(path, previous)
     os.replace(tmp, path)
 
 
@@ -337,6 +366,62 @@ def fast_path(fn, args):
     return replay
 
 
+def load_checkpoint(run_dir):
+    """The checkpoint of the run to resume: checkpoint.pt, or the one before it, checkpoint.prev.pt, when
+    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read,
+    or the checkpoint is another file's or of another format."""
+    script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
+    for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
+        if not os.path.isfile(path):
+            continue
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated (a full disk, a copy cut short), not a torch file: try the one before
+            problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
+            continue
+        header = checkpoint if isinstance(checkpoint, dict) else {}
+        if "format" not in header and isinstance(header.get("args"), dict):
+            # format 0, from before checkpoints named their file, has the same contents: it is this file's
+            # when its arguments are this file's (less ones added since, which may change on resume)
+            saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
+            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE):
+                header = {"script": script, "format": CHECKPOINT_FORMAT}
+        if "script" not in header or "format" not in header:
+            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
+                     f"{script}'s; resume it with the file that wrote it, or start a new run")
+        if header["script"] != script:
+            sys.exit(f"error: {path} was written by {header['script']}, not {script}; "
+                     f"resume it with: python {header['script']} --resume {run_dir}")
+        if header["format"] != CHECKPOINT_FORMAT:
+            sys.exit(f"error: {path} has checkpoint format {header['format']}, this {script} "
+                     f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
+        if path != latest:
+            print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
+        return checkpoint
+    sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
+             else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
+
+
+def resumed_args(args, saved, argv):
+    """The run's saved arguments, with those in RESUME_MAY_CHANGE that argv gives (--name value, --name=value,
+    --name, --no-name; kebab- or snake_case) and --cuda taken from `args`, the command line parsed. Exits
+    naming both values when argv gives another argument that differs from the run's."""
+    fields = {f.name for f in dataclasses.fields(Args)}
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    given = {n for n in names if n in fields} | {n[3:] for n in names if n.startswith("no_") and n[3:] in fields}
+    run = Args(**saved)
+    differ = [f"--{n.replace('_', '-')} {getattr(args, n)} (the run has {getattr(run, n)})"
+              for n in sorted(given - set(RESUME_MAY_CHANGE)) if getattr(args, n) != getattr(run, n)]
+    if differ:
+        may_change = ", ".join(f"--{n.replace('_', '-')}" for n in RESUME_MAY_CHANGE
+                               if n in fields and n not in ("resume", "run_dir"))
+        sys.exit(f"error: --resume {args.resume}: cannot change {', '.join(differ)} on resume; only {may_change} "
+                 "may change: leave the others out, or start a new run without --resume")
+    for name in given & set(RESUME_MAY_CHANGE) | {"cuda", "resume"}:
+        setattr(run, name, getattr(args, name))
+    return run
+
+
 class GracefulInterrupt:
     """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update,
     checkpoint, exit. Second: stop at once."""
@@ -357,15 +442,9 @@ class GracefulInterrupt:
 def main():
     args = tyro.cli(Args)
     checkpoint = None
-    if args.resume:  # the run's saved arguments, except --total-timesteps and --cuda when given
-        if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
-            sys.exit(f"error: --resume {args.resume}: no checkpoint.pt in that directory")
-        checkpoint = torch.load(os.path.join(args.resume, "checkpoint.pt"), map_location="cpu", weights_only=False)
-        saved = Args(**checkpoint["args"])
-        if args.total_timesteps != Args.total_timesteps:
-            saved.total_timesteps = args.total_timesteps
-        saved.cuda, saved.resume = args.cuda, args.resume
-        args = saved
+    if args.resume:  # the run's saved arguments, except those given that may change on resume
+        checkpoint = load_checkpoint(args.resume)
+        args = resumed_args(args, checkpoint["args"], sys.argv[1:])
     validate_args(args)
     if args.resume:
         run_dir = args.resume
@@ -419,6 +498,7 @@ def main():
 
     def checkpoint_state(iteration):
         return {
+            "script": os.path.basename(__file__), "format": CHECKPOINT_FORMAT,
             "args": dataclasses.asdict(args), "global_step": global_step, "iteration": iteration,
             "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
             "env_state": get_env_state(envs), "next_obs": next_obs, "recent_returns": list(recent_returns),

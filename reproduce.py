@@ -316,11 +316,34 @@ def plan(experiment, budget, seeds, envs, algos, runs_dir, total_override=None):
     return runs, missing
 
 
+CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")  # a run's latest checkpoint and the one before it
+
+
+def has_checkpoint(path):
+    return any((Path(path) / name).is_file() for name in CHECKPOINTS)
+
+
 def load_checkpoint(path):
-    """A run's checkpoint, memory-mapped: a SAC checkpoint with its replay buffer is not read whole."""
+    """A run's checkpoint, memory-mapped (a SAC checkpoint with its replay buffer is not read whole): the
+    latest, or the one before it when that is missing or unreadable, as the algorithm files resume.
+    Raises ValueError with one line when there is none to read."""
     import torch
 
-    return torch.load(Path(path) / "checkpoint.pt", weights_only=False, map_location="cpu", mmap=True)
+    problem = None
+    for file in (Path(path) / name for name in CHECKPOINTS):
+        if file.is_file():
+            try:
+                ckpt = torch.load(file, weights_only=False, map_location="cpu", mmap=True)
+            except Exception as e:  # noqa: BLE001 - truncated, not a torch file: try the one before
+                reason = " ".join(str(e).split()).split(". ")[0]  # the first sentence
+                problem = problem or (f"{file} is unreadable, truncated or not a checkpoint "
+                                      f"({type(e).__name__}: {reason})")
+                continue
+            if isinstance(ckpt, dict) and "global_step" in ckpt:
+                return ckpt
+            problem = problem or f"{file} is not a checkpoint (no global_step)"
+    raise ValueError(f"{problem}, and there is no readable checkpoint before it" if problem
+                     else f"no checkpoint in {path}")
 
 
 def target_steps(total, ckpt_args):
@@ -331,23 +354,31 @@ def target_steps(total, ckpt_args):
 
 @dataclass
 class State:
-    status: str  # done | partial | new
+    status: str  # done | partial | new | failed
     run_path: Path = None  # the timestamped run directory, when one exists
     step: int = 0
     checkpoint: dict = None
+    error: str = None  # failed: the one line saying why (an unreadable checkpoint, another file's)
 
 
 def run_state(run):
     """done: the checkpoint reached the run's steps; partial: a checkpoint short of them (resume);
-    new: no run directory, or one without a checkpoint (the run died before its first one)."""
+    new: no run directory, or one without a checkpoint (the run died before its first one); failed: a
+    checkpoint that cannot be read or that another algorithm file wrote."""
     subdirs = sorted(p for p in run.directory.iterdir() if p.is_dir()) if run.directory.is_dir() else []
-    with_ckpt = [p for p in subdirs if (p / "checkpoint.pt").is_file()]
+    with_ckpt = [p for p in subdirs if has_checkpoint(p)]
     if len(with_ckpt) > 1:
         raise SystemExit(f"error: {run.directory} holds {len(with_ckpt)} runs with checkpoints "
                          f"({', '.join(p.name for p in with_ckpt)}); keep one and run again")
     if not with_ckpt:
         return State("new", subdirs[0] if subdirs else None)
-    ckpt = load_checkpoint(with_ckpt[0])
+    try:
+        ckpt = load_checkpoint(with_ckpt[0])
+    except ValueError as e:
+        return State("failed", with_ckpt[0], error=str(e))
+    if ckpt.get("script", run.script) != run.script:  # checkpoints before format 1 do not name their file
+        return State("failed", with_ckpt[0], error=f"{with_ckpt[0]} was written by {ckpt['script']}, not "
+                     f"{run.script}; move it out of {run.directory} to start this run again")
     step = int(ckpt["global_step"])
     done = step >= target_steps(run.total, ckpt.get("args", {}))
     return State("done" if done else "partial", with_ckpt[0], step, ckpt)
@@ -604,7 +635,8 @@ CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_t
 def summarize(run, state, experiment_name, budget):
     """One CSV row: the run's configuration, its status, and (when finished) its final values."""
     row = {"experiment": experiment_name, "variant": run.variant.name, "algo": run.variant.algo, "env": run.env,
-           "seed": run.seed, "budget": budget, "total_timesteps": run.total, "status": state.status,
+           "seed": run.seed, "budget": budget, "total_timesteps": run.total,
+           "status": f"failed: {state.error}" if state.error else state.status,
            "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT)}
     if state.status == "done":
         returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
@@ -933,12 +965,16 @@ def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
     """The `metrics` command on arbitrary run directories: group by the run's exp_name and env."""
     finished = []
     for p in map(Path, paths):
-        run_path = p if (p / "checkpoint.pt").is_file() else next(
-            (d for d in sorted(p.iterdir()) if (d / "checkpoint.pt").is_file()), None) if p.is_dir() else None
+        run_path = p if has_checkpoint(p) else next(
+            (d for d in sorted(p.iterdir()) if has_checkpoint(d)), None) if p.is_dir() else None
         if run_path is None:
             print(f"skipping {p}: no run with a checkpoint there")
             continue
-        args = load_checkpoint(run_path).get("args", {})
+        try:
+            args = load_checkpoint(run_path).get("args", {})
+        except ValueError as e:
+            print(f"skipping {p}: {e}")
+            continue
         finished.append((args.get("exp_name", p.name), args.get("env_id", "?"), run_path))
     out_dir.mkdir(parents=True, exist_ok=True)
     return figures(out_dir, stem, "Plasticity metrics", finished, tags)
@@ -1042,9 +1078,13 @@ def main(argv=None):
         raise SystemExit("error: nothing to run (every algorithm file of this selection is missing, or the "
                          "--algos filter left no variant)")
     states = {d: run_state(r) for d, r in unique.items()}
-    counts = {s: sum(st.status == s for st in states.values()) for s in ("done", "partial", "new")}
+    counts = {s: sum(st.status == s for st in states.values()) for s in ("done", "partial", "new", "failed")}
     print(f"{', '.join(names)} [{label}]: {len(unique)} runs: {counts['done']} finished (skipped), "
-          f"{counts['partial']} to resume, {counts['new']} to start")
+          f"{counts['partial']} to resume, {counts['new']} to start"
+          + (f", {counts['failed']} failed (not run)" if counts["failed"] else ""))
+    for d, st in states.items():
+        if st.status == "failed":
+            print(f"FAILED {unique[d].name}: {st.error}")
 
     if opts.experiment == "metrics":
         for name in names:
@@ -1056,7 +1096,7 @@ def main(argv=None):
                 print(f"wrote {w}")
         return 0
 
-    todo = [(r, states[d]) for d, r in unique.items() if states[d].status != "done"]
+    todo = [(r, states[d]) for d, r in unique.items() if states[d].status in ("partial", "new")]
     queued = {r.directory for r, _ in todo if slurm_pending(r)}
     if queued:
         print(f"{len(queued)} runs are still queued or running on Slurm; not starting them again")
@@ -1068,14 +1108,14 @@ def main(argv=None):
             print(" ".join(argv[:1] + [os.path.relpath(ROOT / argv[1])] + argv[2:]))
         return 0
 
-    failed = []
+    failed = [r for d, r in unique.items() if states[d].status == "failed"]
     if jobs and not opts.aggregate_only:
         for r, s in todo:
             prepare(r, s)
         if opts.launcher == "local":
             print(f"running {len(jobs)} runs, {opts.workers} at a time, {opts.threads} torch threads each; "
                   f"output in <run dir>/stdout.log", flush=True)
-            failed = run_local(jobs, opts.workers, opts.threads, opts.progress_every)
+            failed += run_local(jobs, opts.workers, opts.threads, opts.progress_every)
         else:
             submitted = submit(jobs, opts)
             print(f"submitted {len(submitted)} runs as a Slurm job array ({submitted[0].job_id.split('_')[0]}); "
@@ -1084,15 +1124,15 @@ def main(argv=None):
                 print("when they have finished, run the same command again (or with --aggregate-only) to write "
                       "the tables and figures")
                 return 0
-            failed = wait_jobs(jobs, submitted, opts.progress_every)
+            failed += wait_jobs(jobs, submitted, opts.progress_every)
         for d in {r.directory for r, _ in todo}:
             states[d] = run_state(unique[d])
 
     for name in names:
         aggregate(EXPERIMENTS[name], plans[name], states, opts)
     if failed:
-        print(f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; see their stdout.log. Run the "
-              f"command again to retry them.")
+        print(f"{len(failed)} runs failed: {', '.join(r.name for r in failed)}; see the FAILED lines above and "
+              f"their stdout.log. Run the command again to retry them.")
         return 1
     return 0
 

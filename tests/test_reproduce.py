@@ -123,6 +123,40 @@ def test_finished_run_is_skipped_partial_resumed_stale_restarted(tmp_path, capsy
         rp.run_state(stale)
 
 
+def test_unreadable_or_foreign_checkpoint_fails_its_run_and_the_others_go_on(tmp_path, capsys):
+    runs = by_name(plan("table1", "smoke", algos=["ppo", "p3o", "cycle", "redo"], runs_dir=tmp_path))
+    good, foreign, unreadable, fallback = (runs[(n, "Hopper-v5", 1)] for n in ("PPO", "P3O", "PPO+Cycle", "PPO+ReDo"))
+    fake_run(good, 8192, {"script": "ppo_continuous.py"}, returns=[1.0, 2.0])
+    foreign_path = fake_run(foreign, 8192, {"script": "ppo_continuous.py"})  # a PPO run in P3O's directory
+    cut_short = fake_run(unreadable, 8192) / "checkpoint.pt"
+    cut_short.write_bytes(cut_short.read_bytes()[:200])
+    fallback_path = fake_run(fallback, 4096)  # an unreadable latest checkpoint and a good one before it
+    (fallback_path / "checkpoint.pt").rename(fallback_path / "checkpoint.prev.pt")
+    (fallback_path / "checkpoint.pt").write_text("not a checkpoint\n")
+
+    foreign_error = (f"{foreign_path} was written by ppo_continuous.py, not p3o_continuous.py; move it out of "
+                     f"{foreign.directory} to start this run again")
+    assert (rp.run_state(foreign).status, rp.run_state(foreign).error) == ("failed", foreign_error)
+    state = rp.run_state(unreadable)
+    assert state.status == "failed" and state.error.startswith(f"{cut_short} is unreadable") and "\n" not in state.error
+    state = rp.run_state(fallback)  # resumed: the algorithm file falls back to checkpoint.prev.pt as well
+    assert (state.status, state.step, state.run_path) == ("partial", 4096, fallback_path)
+
+    common = ["table1", "--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "--algos", "ppo", "p3o", "cycle",
+              "redo", "--runs-dir", str(tmp_path), "--results-dir", str(tmp_path / "results")]
+    assert rp.main([*common, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 1 finished (skipped), 1 to resume, 0 to start, 2 failed (not run)" in out
+    assert f"FAILED p3o__Hopper-v5__seed1: {foreign_error}\n" in out
+    assert f"FAILED cycle__Hopper-v5__seed1: {cut_short} is unreadable" in out
+    assert f"--resume {fallback_path}" in out and "--resume" not in out.replace(f"--resume {fallback_path}", "")
+    assert rp.main([*common, "--aggregate-only"]) == 1
+    status = {r["algo"]: r["status"] for r in rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")}
+    assert status["ppo"] == "done" and status["redo"] == "partial" and status["p3o"] == f"failed: {foreign_error}"
+    assert status["cycle"].startswith(f"failed: {cut_short} is unreadable")
+    assert "2 runs failed: cycle__Hopper-v5__seed1, p3o__Hopper-v5__seed1" in capsys.readouterr().out
+
+
 def test_progress_is_parsed_from_the_files_output():
     text = ("run runs/x | Hopper-v5\nstep     204,800/1,000,000 | update 25/122 | SPS 1,650 | return   512.3 | "
             "ETA    8.0 min\nwriting checkpoint\n")
