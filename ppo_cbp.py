@@ -340,16 +340,6 @@ def plasticity_metrics(net, obs, dormant_threshold):
     return out
 
 
-CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
-
-# Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
-# checkpoints and logs metrics; none changes the method): the value given replaces the saved one, any other
-# argument given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's,
-# given or not: the device belongs to the machine.
-RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
-                     "cudagraphs", "resume", "run_dir")
-
-
 # ---- CBP: generate-and-test; and inner distillation (--inner-distill) ----
 def record_features(net):
     """Forward hooks keeping the output of each hidden activation of `net` from its latest forward
@@ -494,7 +484,9 @@ class InnerDistillation:
         self.optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd], lr=lr, eps=1e-5,
                                           capturable=args.cudagraphs)
         self.keep = {layer: torch.ones(layer.out_features, device=obs.device) for layer in hidden_linears(actor_mean)}
-        self.step = fast_path(self.minibatch_step, args)
+        # compiled with --compile, but not recorded as a CUDA graph: on torch 2.11 (H100) its recording
+        # failed (cudaErrorStreamCaptureInvalidated) where the PPO and SAC steps' did not
+        self.step = fast_path(self.minibatch_step, dataclasses.replace(args, cudagraphs=False))
 
     def snapshot(self):
         with torch.no_grad():
@@ -588,6 +580,16 @@ def make_ppo_step(agent, optimizer, networks, rollout, args):
     return ppo_step
 
 
+CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
+
+# Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
+# checkpoints and logs metrics; none changes the method): the value given replaces the saved one, any other
+# argument given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's,
+# given or not: the device belongs to the machine.
+RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
+                     "cudagraphs", "resume", "run_dir")
+
+
 def describe(error):
     """An exception in a few words for a one-line message: its type and first sentence."""
     return f"{type(error).__name__}: {' '.join(str(error).split()).split('. ')[0]}"
@@ -629,20 +631,21 @@ def fast_path(fn, args):
     graph, static_inputs, static_output, warmup_calls = torch.cuda.CUDAGraph(), [], [], [2]
 
     def replay(*inputs):
-        if warmup_calls[0]:
+        if not static_inputs:
+            static_inputs.extend(torch.empty_like(x, memory_format=torch.contiguous_format) for x in inputs)
+        for static, x in zip(static_inputs, inputs):
+            static.copy_(x)
+        if warmup_calls[0]:  # on the graph's own input tensors, so that the recording compiles nothing new
             warmup_calls[0] -= 1
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                output = fn(*inputs)
+                output = fn(*static_inputs)
             torch.cuda.current_stream().wait_stream(stream)
             return output
         if not static_output:
-            static_inputs.extend(x.clone() for x in inputs)
             with torch.cuda.graph(graph):
                 static_output.append(fn(*static_inputs))
-        for static, x in zip(static_inputs, inputs):
-            static.copy_(x)
         graph.replay()
         return static_output[0].clone()
 

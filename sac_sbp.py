@@ -569,7 +569,9 @@ class InnerDistillation:
         self.target_mean, self.target_logstd = (t.detach() for t in self.teacher(self.obs))
         self.optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, capturable=args.cudagraphs)
         self.keep = {layer: torch.ones(layer.out_features, device=device) for layer in hidden_linears(actor.net)}
-        self.step = fast_path(self.minibatch_step, args)
+        # compiled with --compile, but not recorded as a CUDA graph: on torch 2.11 (H100) its recording
+        # failed (cudaErrorStreamCaptureInvalidated) where the PPO and SAC steps' did not
+        self.step = fast_path(self.minibatch_step, dataclasses.replace(args, cudagraphs=False))
 
     def snapshot(self):
         with torch.no_grad():
@@ -721,20 +723,21 @@ def fast_path(fn, args):
     graph, static_inputs, static_output, warmup_calls = torch.cuda.CUDAGraph(), [], [], [2]
 
     def replay(*inputs):
-        if warmup_calls[0]:
+        if not static_inputs:
+            static_inputs.extend(torch.empty_like(x, memory_format=torch.contiguous_format) for x in inputs)
+        for static, x in zip(static_inputs, inputs):
+            static.copy_(x)
+        if warmup_calls[0]:  # on the graph's own input tensors, so that the recording compiles nothing new
             warmup_calls[0] -= 1
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                output = fn(*inputs)
+                output = fn(*static_inputs)
             torch.cuda.current_stream().wait_stream(stream)
             return output
         if not static_output:
-            static_inputs.extend(x.clone() for x in inputs)
             with torch.cuda.graph(graph):
                 static_output.append(fn(*static_inputs))
-        for static, x in zip(static_inputs, inputs):
-            static.copy_(x)
         graph.replay()
         return static_output[0].clone()
 
