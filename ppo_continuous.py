@@ -303,6 +303,9 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 # given or not: the device belongs to the machine.
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir")
+# Arguments added since format 0, with the value that runs written before them had: a format-0 checkpoint
+# lacking one resumes with that value. Names that Args lacks are ignored.
+ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None}
 
 
 def describe(error):
@@ -385,8 +388,10 @@ def load_checkpoint(run_dir):
             # format 0, from before checkpoints named their file, has the same contents: it is this file's
             # when its arguments are this file's (less ones added since, which may change on resume)
             saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
-            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE):
+            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
                 header = {"script": script, "format": CHECKPOINT_FORMAT}
+                checkpoint["args"] = {**{k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields},
+                                      **checkpoint["args"]}
         if "script" not in header or "format" not in header:
             sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
                      f"{script}'s; resume it with the file that wrote it, or start a new run")

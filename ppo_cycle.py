@@ -140,6 +140,12 @@ class Args:
     """distil until the mean double KL over the rollout is <= tau"""
     distill_max_epochs: int = 200
     """safety cap on distillation epochs per reset; a warning is logged when it is hit"""
+    distill_kl_reduction: Literal["mean", "sum"] = "mean"
+    """how the alpha-DKL of one state is reduced over action dimensions before tau applies: 'mean'
+    (torch's kl_divergence(Normal, Normal).mean() idiom; the default, see README "Distillation
+    cost") or 'sum' (the KL of the joint Gaussian; this project's choice before)"""
+    distill_lr: Optional[float] = None
+    """Adam learning rate of the distillation; None = --learning-rate"""
 
 
 def validate_args(args: Args) -> None:
@@ -175,6 +181,7 @@ def validate_args(args: Args) -> None:
         (0 <= args.distill_alpha <= 1, f"--distill-alpha {args.distill_alpha} must be in [0, 1]"),
         (args.distill_tau > 0, f"--distill-tau {args.distill_tau} must be > 0"),
         (args.distill_max_epochs >= 1, f"--distill-max-epochs {args.distill_max_epochs} must be >= 1"),
+        (args.distill_lr is None or args.distill_lr > 0, f"--distill-lr {args.distill_lr} must be > 0"),
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
@@ -360,7 +367,8 @@ class InnerDistillation:
         self.teacher_mean = copy.deepcopy(actor_mean).requires_grad_(False)
         self.teacher_logstd = actor_logstd.detach().clone()
         self.target_mean = self.teacher_mean(obs).detach()
-        lr = torch.tensor(args.learning_rate, device=obs.device) if args.cudagraphs else args.learning_rate
+        lr = args.distill_lr or args.learning_rate
+        lr = torch.tensor(lr, device=obs.device) if args.cudagraphs else lr
         self.optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd], lr=lr, eps=1e-5,
                                           capturable=args.cudagraphs)
         self.keep = {layer: torch.ones(layer.out_features, device=obs.device) for layer in hidden_linears(actor_mean)}
@@ -374,11 +382,26 @@ class InnerDistillation:
                 teacher.copy_(actor)
             self.teacher_logstd.copy_(self.actor_logstd)
 
-    def loss_on(self, idx):
-        mean = self.actor_mean(self.obs[idx])
+    def loss_on(self, idx, mean=None, reduction=None):
+        """The mean alpha-DKL over states obs[idx], each reduced over action dimensions by
+        `reduction` (default --distill-kl-reduction); `mean`: the student's mean, if not the actor's."""
+        mean = self.actor_mean(self.obs[idx]) if mean is None else mean
         target_mean = self.target_mean[idx]
-        return alpha_dkl(target_mean, self.teacher_logstd.expand_as(target_mean), mean,
+        loss = alpha_dkl(target_mean, self.teacher_logstd.expand_as(target_mean), mean,
                          self.actor_logstd.expand_as(mean), self.args.distill_alpha).mean()
+        return loss / mean.shape[-1] if (reduction or self.args.distill_kl_reduction) == "mean" else loss
+
+    def mean_without_reset_neurons(self):
+        """The actor's mean on obs with the frozen neurons' activations zeroed, as if their
+        outgoing weights were zero: what the reset costs without the fresh neurons' new output."""
+        h, keep = self.obs, None
+        for module in self.actor_mean:
+            h = module(h)
+            if isinstance(module, nn.Linear):
+                keep = self.keep.get(module)
+            elif keep is not None:
+                h = h * keep
+        return h
 
     def minibatch_step(self, idx):
         self.optimizer.zero_grad(set_to_none=True)
@@ -403,6 +426,10 @@ class InnerDistillation:
                     value.zero_()
             self.target_mean.copy_(self.teacher_mean(self.obs))
             loss_start = loss = self.loss_on(slice(None)).item()
+            self.diagnostics = {  # logged under reset/ per reset (README "Distillation cost")
+                "policy_std": self.actor_logstd.exp().mean().item(),
+                "distill_kl_sum_start": self.loss_on(slice(None), reduction="sum").item(),
+                "distill_loss_zero_outgoing": self.loss_on(slice(None), self.mean_without_reset_neurons()).item()}
         epochs = 0
         while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
             permutation = torch.randperm(len(self.obs), device=self.obs.device)
@@ -411,6 +438,9 @@ class InnerDistillation:
             epochs += 1
             with torch.no_grad():
                 loss = self.loss_on(slice(None)).item()
+        with torch.no_grad():  # the share of the final loss that is the log-std's (the means set equal)
+            std_part = self.loss_on(slice(None), self.target_mean).item()
+            self.diagnostics["distill_std_share_end"] = std_part / max(loss, 1e-12)
         if loss > args.distill_tau:
             print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
                   f"with loss {loss:.4f} > tau {args.distill_tau}")
@@ -468,6 +498,9 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 # given or not: the device belongs to the machine.
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir")
+# Arguments added since format 0, with the value that runs written before them had: a format-0 checkpoint
+# lacking one resumes with that value. Names that Args lacks are ignored.
+ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None}
 
 
 def describe(error):
@@ -550,8 +583,10 @@ def load_checkpoint(run_dir):
             # format 0, from before checkpoints named their file, has the same contents: it is this file's
             # when its arguments are this file's (less ones added since, which may change on resume)
             saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
-            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE):
+            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
                 header = {"script": script, "format": CHECKPOINT_FORMAT}
+                checkpoint["args"] = {**{k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields},
+                                      **checkpoint["args"]}
         if "script" not in header or "format" not in header:
             sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
                      f"{script}'s; resume it with the file that wrote it, or start a new run")
@@ -766,6 +801,8 @@ def main():
             cycle["resets"] += 1
             if args.inner_distill:
                 epochs, loss_start, loss_end = distiller(frozen)
+                for key, value in distiller.diagnostics.items():
+                    writer.add_scalar(f"reset/{key}", value, global_step)
                 cycle["distill_epochs"] += epochs
                 writer.add_scalar("reset/distill_epochs", epochs, global_step)
                 writer.add_scalar("reset/distill_loss_start", loss_start, global_step)
