@@ -143,8 +143,10 @@ DMC = ("dm_control/hopper-hop", "dm_control/walker-walk", "dm_control/cheetah-ru
 FRICTION = tuple(f"cyclefriction/{e}" for e in MUJOCO)
 SAC_TASKS = ("Hopper-v5", "Walker2d-v5", "Ant-v5", "HalfCheetah-v5")
 PPO_METRICS = ("plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm")
+# Per reset (P3O family): distillation epochs, the alpha-DKL just after the reset, the policy's std
+DISTILL_METRICS = ("reset/distill_epochs", "reset/distill_loss_start", "reset/policy_std")
 ALL_METRICS = ("plasticity/actor_dormant_ratio", "plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm",
-               "plasticity/actor_activation_norm")
+               "plasticity/actor_activation_norm") + DISTILL_METRICS
 
 # The paper's numbers (mean of 5 seeds at its budget), keyed by task name without version.
 PAPER_TABLE1 = {
@@ -202,7 +204,8 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("friction", "Fig. 8: reset strategies on Cycle Friction", BASELINES, FRICTION, metrics=PPO_METRICS,
                note="The paper gives curves only. Friction x 4, 3, 2, 1, 2, ... changing every 1M steps at the "
                     "paper budget, every total/8 steps below it (so a shorter run still sees the cycle)."),
-    Experiment("table2", "Table 2: extra distillation epochs of P3O", (Variant("p3o"),), MUJOCO, kind="distill"),
+    Experiment("table2", "Table 2: extra distillation epochs of P3O", (Variant("p3o"),), MUJOCO, kind="distill",
+               metrics=DISTILL_METRICS),
     Experiment("table5", "Table 5 and Fig. 21: distillation vs recovery-training epochs",
                (Variant("p3o"), Variant("p3o-rt")), MUJOCO, kind="recovery"),
     Experiment("table4", "Table 4: reset statistics over the actor's hidden neurons",
@@ -790,7 +793,26 @@ def reproduce_command(name, budget, seeds, envs, variants):
     return cmd
 
 
-def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_note):
+def distill_over_run(finished, segments=6):
+    """Table 2 over the run instead of its mean: per task, in `segments` equal spans of steps, the
+    resets, their mean distillation epochs, alpha-DKL just after the reset and policy std (over
+    the finished runs' resets in the span). finished: [(variant label, env, run path)]."""
+    tags = DISTILL_METRICS
+    body = []
+    for env in dict.fromkeys(env for _, env, _ in finished):
+        scalars = [read_scalars(path, set(tags)) for _, e, path in finished if e == env]
+        last = max((step for sc in scalars for step, _ in sc.get(tags[0], [])), default=0)
+        edges = np.linspace(0, last, segments + 1)
+        for lo, hi in zip(edges, edges[1:]) if last else ():
+            spans = [[v for sc in scalars for step, v in sc.get(tag, []) if lo < step <= hi or step == lo == 0]
+                     for tag in tags]
+            body.append([env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(spans[0]))]
+                        + [f"{np.mean(v):.3g}" if v else "–" for v in spans])
+    return markdown_table(["task", "steps", "resets", "distillation epochs per reset", "alpha-DKL after the reset",
+                           "policy std"], body) if body else ""
+
+
+def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_note, over_run=""):
     want = len(seeds)
     done = len(select(rows, status="done"))
     out = [f"# {experiment.title}", "",
@@ -809,6 +831,8 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
     if experiment.kind == "distill":
         out += ["## Distillation epochs (paper Table 2; paper's PPO baseline: 18,310 epochs)", "",
                 distill_table(rows, envs, want), ""]
+        if over_run:
+            out += ["## Distillation over the run", "", over_run, ""]
     elif experiment.kind == "recovery":
         out += ["## Distillation vs recovery-training epochs (paper Table 5)", "", recovery_table(rows, envs, want),
                 ""]
@@ -950,10 +974,11 @@ def aggregate(experiment, runs, states, opts):
     seeds = sorted({r.seed for r in runs})
     steps = sorted({r.total for r in runs})
     steps_note = " / ".join(f"{s:,}" for s in steps) + " environment steps per run"
-    (out_dir / f"{experiment.name}_{label}.md").write_text(
-        experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note))
     finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
                 if states[r.directory].status == "done"]
+    over_run = distill_over_run(finished) if experiment.kind == "distill" else ""
+    (out_dir / f"{experiment.name}_{label}.md").write_text(
+        experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run))
     written = figures(out_dir, label, f"{experiment.name} [{label}]",
                       finished, ("charts/episodic_return",) + tuple(experiment.metrics))
     print(f"wrote {out_dir / f'{experiment.name}_{label}.md'}, {out_dir / f'runs_{label}.csv'}"

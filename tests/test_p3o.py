@@ -109,8 +109,8 @@ def test_distillation_freezes_reset_rows_and_reaches_tau(compile):
     with torch.no_grad():  # the stopping criterion holds on the whole buffer
         mean_s, mean_t = agent.actor_mean(obs), teacher(obs)
         loss = p3o.alpha_dkl(mean_t, teacher_logstd.expand_as(mean_t), mean_s,
-                             agent.actor_logstd.expand_as(mean_s), args.distill_alpha).mean()
-    assert loss <= args.distill_tau
+                             agent.actor_logstd.expand_as(mean_s), args.distill_alpha).mean() / mean_s.shape[-1]
+    assert loss <= args.distill_tau  # per action dimension: --distill-kl-reduction mean
 
 
 @pytest.mark.parametrize("bad_args, message", [
@@ -160,3 +160,26 @@ def test_recovery_train_and_none_modes_run(tmp_path, tiny):
             assert sbp["resets"] == 1 and sbp["recovering"] and sbp["recovery_epochs"] == 3 * 2
         else:
             assert sbp["resets"] == 4 and sbp["recovery_epochs"] == 0
+
+
+def test_distillation_loss_reduction_learning_rate_and_reset_diagnostics():
+    """--distill-kl-reduction mean is the summed alpha-DKL / action dimensions; --distill-lr sets the
+    distillation's Adam; silencing the reset neurons is what their zeroed outgoing weights would give."""
+    torch.manual_seed(0)
+    agent, args = make_agent(hidden_dim=16, act_dim=3, reset_rate=0.25, distill_lr=1e-3)
+    obs = torch.randn(64, 6)
+    distiller = p3o.InnerDistillation(agent.actor_mean, agent.actor_logstd, obs, args)
+    assert args.distill_kl_reduction == "mean" and distiller.optimizer.param_groups[0]["lr"] == 1e-3
+    distiller.snapshot()
+    distiller.teacher_logstd -= 0.3
+    with torch.no_grad():
+        distiller.target_mean.copy_(distiller.teacher_mean(obs) + 0.1)
+        torch.testing.assert_close(distiller.loss_on(slice(None)), distiller.loss_on(slice(None), reduction="sum") / 3)
+        frozen = p3o.cycle_reset(agent.actor_mean, torch.optim.Adam(agent.parameters()), 0, args)
+        for layer, rows in frozen:
+            distiller.keep[layer][rows] = 0
+        silenced = copy.deepcopy(agent.actor_mean)
+        linears = [m for m in silenced if isinstance(m, torch.nn.Linear)]
+        for i, (_, rows) in enumerate(frozen):
+            linears[i + 1].weight[:, rows] = 0
+        torch.testing.assert_close(distiller.mean_without_reset_neurons(), silenced(obs))

@@ -373,3 +373,24 @@ def test_slurm_launcher_runs_the_array_with_submitits_local_executor(tmp_path):
         state = rp.run_state(r)
         assert (state.status, state.step) == ("done", 1024)
         assert load_checkpoint(state.run_path)["args"]["seed"] == r.seed
+
+
+def test_distillation_over_the_run_is_split_into_spans(tmp_path):
+    """Table 2 over the run: per-reset epochs, post-reset alpha-DKL and std averaged per span of steps."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    runs = []
+    for seed, offset in ((1, 0.0), (2, 2.0)):
+        path = tmp_path / f"seed{seed}"
+        writer = SummaryWriter(str(path))
+        for k in range(1, 7):  # resets at 100k, ..., 600k: epochs k + offset, KL 0.1 k, std 1 / k
+            writer.add_scalar("reset/distill_epochs", k + offset, 100_000 * k)
+            writer.add_scalar("reset/distill_loss_start", 0.1 * k, 100_000 * k)
+            writer.add_scalar("reset/policy_std", 1 / k, 100_000 * k)
+        writer.close()
+        runs.append(("P3O", "Hopper-v5", path))
+    table = rp.distill_over_run(runs, segments=3).splitlines()
+    assert table[2:] == ["| Hopper-v5 | 0–200k | 4 | 2.5 | 0.15 | 0.75 |",
+                         "| Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
+                         "| Hopper-v5 | 400k–600k | 4 | 6.5 | 0.55 | 0.183 |"]
+    assert rp.distill_over_run([]) == ""
