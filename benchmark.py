@@ -73,6 +73,14 @@ class Args:
     """CleanRL's sac_continuous_action.py with results/benchmark/cleanrl_sac.patch applied, timed beside sac_sbp.py"""
     out: str = "results/benchmark"
     """folder for benchmark.md and benchmark.json"""
+    cuda: bool = False
+    """run the networks on the CUDA GPU (update-only measurement and every training run, CleanRL's SAC too)"""
+    compile: bool = False
+    """pass --compile to the training files and compile the update-only measurement's step"""
+    cudagraphs: bool = False
+    """pass --cudagraphs to the training files and replay the update-only step as a CUDA graph (needs --cuda)"""
+    async_envs: bool = False
+    """step the envs in worker processes, in the env-only measurement and the PPO-family training runs"""
 
 
 def validate(args: Args) -> None:
@@ -90,6 +98,11 @@ def validate(args: Args) -> None:
         errors.append(f"--steps {args.steps} must be at least one rollout ({args.num_envs * args.num_steps})")
     if args.threads < 0:
         errors.append(f"--threads {args.threads} must be >= 0")
+    if args.cuda and not torch.cuda.is_available():
+        errors.append("--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+                      "install a CUDA build of torch or drop --cuda")
+    if args.cudagraphs and not args.cuda:
+        errors.append("--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)")
     try:
         from envs import validate_env_id
 
@@ -105,7 +118,7 @@ def env_only_sps(env_id, args):
     """Random-action env steps/s of the training vector env (actions sampled up front)."""
     from envs import make_env
 
-    envs, _ = make_env(env_id, args.num_envs, seed=0, normalize=True)
+    envs, _ = make_env(env_id, args.num_envs, seed=0, normalize=True, async_envs=args.async_envs)
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, size=(args.env_steps, *envs.action_space.shape)).astype(np.float32)
     start = time.perf_counter()
@@ -117,7 +130,9 @@ def env_only_sps(env_id, args):
 
 
 def update_seconds(env_id, args):
-    """One PPO update of the paper's shape on random data, with ppo_continuous.py's Agent."""
+    """One PPO update of the paper's shape on random data: ppo_continuous.py's Agent and minibatch
+    step, on the fast path when --compile/--cudagraphs ask (its first update, which compiles and
+    records, is not timed)."""
     import ppo_continuous as ppo
     from envs import make_env
 
@@ -126,25 +141,28 @@ def update_seconds(env_id, args):
     envs.close()
     torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
     torch.manual_seed(0)
-    config = ppo.Args()
-    agent = ppo.Agent(obs_dim, act_dim, config)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    device = torch.device("cuda" if args.cuda else "cpu")
+    config = ppo.Args(cuda=args.cuda, compile=args.compile, cudagraphs=args.cudagraphs)
+    agent = ppo.Agent(obs_dim, act_dim, config).to(device)
+    lr = torch.tensor(config.learning_rate, device=device) if args.cudagraphs else config.learning_rate
+    optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=args.cudagraphs)
     batch = args.num_envs * args.num_steps
-    obs, actions = torch.randn(batch, obs_dim), torch.randn(batch, act_dim)
-    old_logprob, advantages, returns = torch.randn(batch), torch.randn(batch), torch.randn(batch)
+    rollout = (torch.randn(batch, obs_dim, device=device), torch.randn(batch, act_dim, device=device),
+               *torch.randn(4, batch, device=device))
+    step = ppo.fast_path(ppo.make_ppo_step(agent, optimizer, {"actor": agent.actor_mean}, rollout, config), config)
+
+    def update():
+        for _ in range(config.update_epochs):
+            permutation = torch.randperm(batch, device=device)
+            for i in range(0, batch, config.minibatch_size):
+                step(permutation[i:i + config.minibatch_size])
+        if args.cuda:
+            torch.cuda.synchronize()
+
+    if args.compile or args.cudagraphs:
+        update()
     start = time.perf_counter()
-    for _ in range(config.update_epochs):
-        permutation = torch.randperm(batch)
-        for i in range(0, batch, config.minibatch_size):
-            mb = permutation[i:i + config.minibatch_size]
-            logprob, entropy, value = agent.evaluate(obs[mb], actions[mb])
-            ratio = (logprob - old_logprob[mb]).exp()
-            pg_loss = torch.max(-advantages[mb] * ratio, -advantages[mb] * ratio.clamp(0.8, 1.2)).mean()
-            loss = pg_loss + 0.5 * (value - returns[mb]).square().mean() - 0.0 * entropy.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
-            optimizer.step()
+    update()
     return time.perf_counter() - start
 
 
@@ -155,6 +173,7 @@ def train_run(algo, env_id, args):
                "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps), "--run-dir", run_dir]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        cmd += fast_flags(args) + (["--async-envs"] if args.async_envs else [])
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"error: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
@@ -168,6 +187,12 @@ def train_run(algo, env_id, args):
         return sps[-1], reset
 
 
+def fast_flags(args):
+    """The training files' device and fast-path flags this benchmark was given."""
+    return [flag for flag, on in (("--cuda", args.cuda), ("--compile", args.compile), ("--cudagraphs", args.cudagraphs))
+            if on]
+
+
 def sac_sps(script, env_id, args):
     """Learning-phase steps/s of one SAC file: sac_sbp.py prints it as 'learning phase: X steps/s',
     the patched CleanRL file as 'LEARNING_SPS X'. Both run --sac-threads torch threads."""
@@ -177,9 +202,11 @@ def sac_sps(script, env_id, args):
                "--total-timesteps", str(args.sac_learning_starts + args.sac_steps)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.sac_threads))
         if script == ROOT / "sac_sbp.py":
-            cmd += ["--reset", "none", "--threads", str(args.sac_threads), "--run-dir", run_dir, "--no-save-buffer"]
+            cmd += ["--reset", "none", "--threads", str(args.sac_threads), "--run-dir", run_dir, "--no-save-buffer",
+                    *fast_flags(args)]
         else:  # CleanRL's file imports cleanrl_utils from its repository root and writes runs/ in the cwd
             env["PYTHONPATH"] = str(script.parent.parent)
+            cmd += ["--cuda"] if args.cuda else []
         proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True)
         found = re.search(r"(?:learning phase:|LEARNING_SPS) ([\d.]+)", proc.stdout)
         if proc.returncode != 0 or not found:
@@ -201,7 +228,7 @@ def main():
     validate(args)
     batch = args.num_envs * args.num_steps
     results = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, "
-                          f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}",
+                          + (f"GPU {torch.cuda.get_device_name()}" if args.cuda else "networks on the CPU"),
                "command": "python benchmark.py " + " ".join(sys.argv[1:]), "steps": args.steps, "envs": {}}
     for env_id in args.envs if args.algos else []:
         env_sps, upd, train, reset = [], [], {a: [] for a in args.algos}, {a: [] for a in args.algos}

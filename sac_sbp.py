@@ -936,7 +936,7 @@ def main():
 
     interrupt = GracefulInterrupt()
     start_time, steps_at_start = time.time(), global_step
-    learn_start = None  # (wall time, step, CPU time) when this process started updating
+    learn_start = None  # (wall time, step, CPU time) after this process's first three updates
     last = {}
 
     def crossed(every):
@@ -963,9 +963,10 @@ def main():
         # ---- Learn: one update per environment step ----
         learning = rb.size * args.num_envs >= max(args.learning_starts, 1)
         if learning:
-            learn_start = learn_start or (time.time(), global_step, time.process_time())
             for _ in range(args.num_envs):
                 last.update(sac_update())
+            if updates >= 3:  # timed from here on: the fast path compiles and records in the first three updates
+                learn_start = learn_start or (time.time(), global_step, time.process_time())
 
         finished = global_step >= args.total_timesteps
         # ---- Logging and NaN guard: stop before anything non-finite reaches a checkpoint ----

@@ -59,3 +59,16 @@ def test_sac_benchmark_rejects_a_missing_cleanrl_file(tmp_path):
     proc = run_benchmark("--algos", "--sac-envs", "Pendulum-v1", "--cleanrl-sac", str(tmp_path / "nope.py"),
                          "--out", str(tmp_path))
     assert proc.returncode != 0 and "--cleanrl-sac" in proc.stderr and "nope.py" in proc.stderr
+
+
+def test_benchmark_cuda_fails_clearly_without_a_gpu(tmp_path):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_benchmark("--cuda", "--compile", "--envs", "InvertedPendulum-v5", "--out", str(tmp_path))
+    assert proc.returncode != 0 and "--cuda was given but torch sees no CUDA GPU" in proc.stderr
+    proc = run_benchmark("--cudagraphs", "--envs", "InvertedPendulum-v5", "--out", str(tmp_path))
+    assert proc.returncode != 0 and "--cudagraphs needs --cuda" in proc.stderr
+    assert not (tmp_path / "benchmark.json").exists()
