@@ -18,6 +18,8 @@ In one run on one machine, for each task:
       git clone https://github.com/vwxyzjn/cleanrl && cd cleanrl && git checkout 004f8a0
       git apply <this repo>/results/benchmark/cleanrl_sac.patch
 Every measurement is repeated --repeats times, interleaved, and reported as median [min-max].
+With --compile/--cudagraphs a training run's steps/s includes its compilation (tens of seconds):
+give --steps large enough that it is small beside the run.
 
     python benchmark.py                                   # every PPO-family file, Hopper-v5 and Humanoid-v5
     python benchmark.py --algos ppo_continuous p3o_continuous --envs Hopper-v5 --repeats 1
