@@ -794,21 +794,24 @@ def reproduce_command(name, budget, seeds, envs, variants):
 
 
 def distill_over_run(finished, segments=6):
-    """Table 2 over the run instead of its mean: per task, in `segments` equal spans of steps, the
-    resets, their mean distillation epochs, alpha-DKL just after the reset and policy std (over
-    the finished runs' resets in the span). finished: [(variant label, env, run path)]."""
+    """Table 2 over the run instead of its mean: per method and task, in `segments` equal spans of
+    steps, the resets, their mean distillation epochs, alpha-DKL just after the reset and policy std
+    (over the finished runs' resets in the span). finished: [(variant label, env, run path)]."""
     tags = DISTILL_METRICS
     body = []
-    for env in dict.fromkeys(env for _, env, _ in finished):
-        scalars = [read_scalars(path, set(tags)) for _, e, path in finished if e == env]
+    for label, env in dict.fromkeys((label, env) for label, env, _ in finished):
+        scalars = [read_scalars(path, set(tags)) for lb, e, path in finished if (lb, e) == (label, env)]
         last = max((step for sc in scalars for step, _ in sc.get(tags[0], [])), default=0)
+        if last:  # the spans end at a round number of steps: 3M, not the last reset's step
+            unit = segments * 10 ** max(0, math.floor(math.log10(last)) - 2)
+            last = math.ceil(last / unit) * unit
         edges = np.linspace(0, last, segments + 1)
         for lo, hi in zip(edges, edges[1:]) if last else ():
             spans = [[v for sc in scalars for step, v in sc.get(tag, []) if lo < step <= hi or step == lo == 0]
                      for tag in tags]
-            body.append([env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(spans[0]))]
+            body.append([label, env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(spans[0]))]
                         + [f"{np.mean(v):.3g}" if v else "–" for v in spans])
-    return markdown_table(["task", "steps", "resets", "distillation epochs per reset", "alpha-DKL after the reset",
+    return markdown_table(["method", "task", "steps", "resets", "distillation epochs per reset", "alpha-DKL after the reset",
                            "policy std"], body) if body else ""
 
 
@@ -1002,6 +1005,11 @@ def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
             continue
         finished.append((args.get("exp_name", p.name), args.get("env_id", "?"), run_path))
     out_dir.mkdir(parents=True, exist_ok=True)
+    over_run = distill_over_run(finished)
+    if over_run:
+        (out_dir / f"distillation_{stem}.md").write_text(
+            "# Distillation over the run\n\nMeans over each span's resets. Runs: "
+            + ", ".join(f"{label} {env} ({path.name})" for label, env, path in finished) + "\n\n" + over_run + "\n")
     return figures(out_dir, stem, "Plasticity metrics", finished, tags)
 
 

@@ -390,7 +390,7 @@ def test_distillation_over_the_run_is_split_into_spans(tmp_path):
         writer.close()
         runs.append(("P3O", "Hopper-v5", path))
     table = rp.distill_over_run(runs, segments=3).splitlines()
-    assert table[2:] == ["| Hopper-v5 | 0–200k | 4 | 2.5 | 0.15 | 0.75 |",
-                         "| Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
-                         "| Hopper-v5 | 400k–600k | 4 | 6.5 | 0.55 | 0.183 |"]
+    assert table[2:] == ["| P3O | Hopper-v5 | 0–200k | 4 | 2.5 | 0.15 | 0.75 |",
+                         "| P3O | Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
+                         "| P3O | Hopper-v5 | 400k–600k | 4 | 6.5 | 0.55 | 0.183 |"]
     assert rp.distill_over_run([]) == ""
