@@ -479,18 +479,16 @@ class InnerDistillation:
     the epoch cap is hit. The `frozen` rows (the reset neurons) get zero gradient, and Adam starts
     each distillation with zero moments (a fresh Adam), so a zero-gradient entry moves by exactly 0
     and they stay bit-identical. Built once per run: the teacher, the targets, the gradient masks
-    and Adam's state are updated in place, so the fast path's graph of the minibatch step stays
-    valid from one reset to the next (`obs` too must be refilled in place)."""
+    and Adam's state are updated in place, as a CUDA graph of the minibatch step would need (`obs`
+    too must be refilled in place); the step is compiled on the fast path, not yet recorded."""
 
     def __init__(self, actor_mean, actor_logstd, obs, args):
         self.actor_mean, self.actor_logstd, self.obs, self.args = actor_mean, actor_logstd, obs, args
         self.teacher_mean = copy.deepcopy(actor_mean).requires_grad_(False)
         self.teacher_logstd = actor_logstd.detach().clone()
         self.target_mean = self.teacher_mean(obs).detach()
-        lr = args.distill_lr or args.learning_rate
-        lr = torch.tensor(lr, device=obs.device) if args.cudagraphs else lr
-        self.optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd], lr=lr, eps=1e-5,
-                                          capturable=args.cudagraphs)
+        self.optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd],
+                                          lr=args.distill_lr or args.learning_rate, eps=1e-5)
         self.keep = {layer: torch.ones(layer.out_features, device=obs.device) for layer in hidden_linears(actor_mean)}
         # compiled with --compile, but not recorded as a CUDA graph: on torch 2.11 (H100) its recording
         # failed (cudaErrorStreamCaptureInvalidated) where the PPO and SAC steps' did not
@@ -546,7 +544,7 @@ class InnerDistillation:
                     value.zero_()
             self.target_mean.copy_(self.teacher_mean(self.obs))
             loss_start = loss = self.loss_on(slice(None)).item()
-            self.diagnostics = {  # logged under reset/ per reset (README "Distillation cost")
+            self.diagnostics = {  # logged under reset/ per reset (README "Distillation cost over a long run")
                 "policy_std": self.actor_logstd.exp().mean().item(),
                 "distill_kl_sum_start": self.loss_on(slice(None), reduction="sum").item(),
                 "distill_loss_zero_outgoing": self.loss_on(slice(None), self.mean_without_reset_neurons()).item()}

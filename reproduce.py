@@ -811,8 +811,8 @@ def distill_over_run(finished, segments=6):
                      for tag in tags]
             body.append([label, env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(spans[0]))]
                         + [f"{np.mean(v):.3g}" if v else "–" for v in spans])
-    return markdown_table(["method", "task", "steps", "resets", "distillation epochs per reset", "alpha-DKL after the reset",
-                           "policy std"], body) if body else ""
+    return markdown_table(["method", "task", "steps", "resets", "distillation epochs per reset",
+                           "alpha-DKL after the reset", "policy std"], body) if body else ""
 
 
 def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_note, over_run=""):

@@ -559,7 +559,8 @@ class InnerDistillation:
     neurons) get zero gradient, and Adam starts each distillation with zero moments (a fresh Adam),
     so a zero-gradient entry moves by exactly 0 and they stay bit-identical. Built once per run:
     the teacher, the sample, the targets, the gradient masks and Adam's state are updated in place,
-    so the fast path's graph of the minibatch step stays valid from one reset to the next."""
+    as a CUDA graph of the minibatch step would need; the step is compiled on the fast path, not yet
+    recorded."""
 
     def __init__(self, actor, args, obs_dim):
         self.actor, self.args = actor, args
@@ -567,7 +568,7 @@ class InnerDistillation:
         device = actor.action_scale.device
         self.obs = torch.zeros((args.distill_samples, obs_dim), device=device)
         self.target_mean, self.target_logstd = (t.detach() for t in self.teacher(self.obs))
-        self.optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, capturable=args.cudagraphs)
+        self.optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
         self.keep = {layer: torch.ones(layer.out_features, device=device) for layer in hidden_linears(actor.net)}
         # compiled with --compile, but not recorded as a CUDA graph: on torch 2.11 (H100) its recording
         # failed (cudaErrorStreamCaptureInvalidated) where the PPO and SAC steps' did not

@@ -109,7 +109,8 @@ def test_compiled_sac_updates_with_reset_and_distillation_match_eager():
     obs_dim, act_dim, batch = 5, 2, 64
     sampled = [(torch.randn(batch, obs_dim), torch.rand(batch, act_dim) * 2 - 1, torch.randn(batch),
                 torch.randn(batch, obs_dim), (torch.rand(batch) < 0.1).float()) for _ in range(3)]
-    initial = (sac.Actor(obs_dim, act_dim, -np.ones(act_dim), np.ones(act_dim), args), sac.TwinQ(obs_dim + act_dim, args))
+    initial = (sac.Actor(obs_dim, act_dim, -np.ones(act_dim), np.ones(act_dim), args),
+               sac.TwinQ(obs_dim + act_dim, args))
     nets, outputs = [], []
     for compile in (False, True):
         fast_args = dataclasses_replace(args, compile=compile)
