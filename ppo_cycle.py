@@ -528,10 +528,10 @@ def save_checkpoint(path, state):
 def fast_path(fn, args):
     """The hot function fn (tensors in, one tensor out) as --compile and --cudagraphs ask.
 
-    --compile: torch.compile(fn). --cudagraphs: the first two calls run fn as it is, on a side
-    stream (the warm-up CUDA graphs need); the third records fn in a CUDA graph, and from then on
-    every call copies its inputs into the graph's own input tensors, replays the graph and returns
-    a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
+    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own
+    input tensors; the first two run fn on them on a side stream (the warm-up CUDA graphs need, and
+    with --compile the compilation), the third records fn in a CUDA graph, and from then on every
+    call replays the graph and returns a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
     addresses they had when it was recorded, so all of them are updated in place (resets too),
     never reassigned. Without either flag fn is returned unchanged: the eager code is the reference.
     """
