@@ -1063,6 +1063,14 @@ def parse_args(argv=None):
     opts.seeds = opts.seeds or list(range(1, BUDGETS[opts.budget]["seeds"] + 1))
     if opts.workers < 1 or opts.threads < 1:
         p.error("--workers and --threads must be >= 1")
+    if opts.envs:  # before anything is planned: an id that cannot exist would only fail in every run
+        from envs import validate_env_id
+
+        for env_id in opts.envs:
+            try:
+                validate_env_id(env_id)
+            except ValueError as e:
+                p.error(f"--envs: {e}")
     return opts
 
 

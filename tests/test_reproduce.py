@@ -394,3 +394,11 @@ def test_distillation_over_the_run_is_split_into_spans(tmp_path):
                          "| P3O | Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
                          "| P3O | Hopper-v5 | 400k–600k | 4 | 6.5 | 0.55 | 0.183 |"]
     assert rp.distill_over_run([]) == ""
+
+
+def test_unknown_env_id_is_refused_before_anything_is_planned(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rp.parse_args(["table1", "--envs", "Hopper-v5", "Nope-v1", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert "--envs: unknown env id 'Nope-v1'" in capsys.readouterr().err
+    assert rp.parse_args(["table1", "--envs", "Hopper-v5", "cyclefriction/Hopper-v5", "--dry-run"]).envs
