@@ -1,4 +1,8 @@
 #!/bin/bash
+# The script of the last GPU call behind results/benchmark/gpu.md, kept as it ran. It expects, beside
+# the repository: .whl/ (Python 3.12 wheels of gymnasium 1.4.0, mujoco 3.17.0, tyro and their small
+# dependencies, which that machine lacks) and .bench/cleanrl/ (CleanRL's sac_continuous_action.py at
+# 004f8a0 with results/benchmark/cleanrl_sac.patch applied, plus its cleanrl_utils/buffers.py).
 # One-shot GPU checks: install wheels, then timed runs; every log timestamped into $OUT.
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
