@@ -22,7 +22,8 @@ What it does beyond CleanRL's ppo_continuous_action.py:
 - a time-limit truncation bootstraps from V(final observation) (only a termination cuts
   the return); CleanRL treats both the same;
 - plasticity metrics of actor and critic (ReDo dormant ratio, weight magnitude,
-  gradient norm, activation norm) under `plasticity/` in TensorBoard;
+  gradient norm, activation norm, FAU, effective rank srank, distance from the initial
+  weights) and the policy's entropy under `plasticity/` in TensorBoard;
 - argument validation before any work, atomic checkpoints, exact `--resume`, a final
   checkpoint on Ctrl-C or SIGTERM, and a NaN/inf guard.
 """
@@ -275,17 +276,41 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
     return advantages, advantages + values
 
 
+SRANK_DELTA = 0.01  # effective rank: the singular values that hold 1 - delta of their sum (Kumar et al. 2021)
+ACTIVE_SLOPE = 0.01  # FAU: a neuron is active on an input where its activation's slope there exceeds this
+
+
+def effective_rank(features, delta=SRANK_DELTA):
+    """srank_delta of Kumar et al. 2021 on a (batch, neurons) feature matrix: the fewest of its
+    singular values, largest first, whose sum reaches (1 - delta) of the sum of all of them."""
+    singular = torch.linalg.svdvals(features)
+    if singular.sum() <= 0:
+        return 0
+    return int((singular.cumsum(0) < (1 - delta) * singular.sum()).sum()) + 1
+
+
+def active_fraction(h, activation):
+    """FAU, the fraction of active units: the share of (input, neuron) pairs of a hidden layer's
+    output h where the activation passes gradient (slope > ACTIVE_SLOPE). ReLU: h > 0, the FAU
+    of Ma et al. 2023; tanh: 1 - h^2 > 0.01, i.e. not saturated (|h| < 0.995)."""
+    slope = (h > 0).float() if isinstance(activation, nn.ReLU) else 1 - h.square()
+    return (slope > ACTIVE_SLOPE).float().mean().item()
+
+
 @torch.no_grad()
-def plasticity_metrics(net, obs, dormant_threshold):
+def plasticity_metrics(net, obs, dormant_threshold, initial):
     """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch.
 
     Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
     |activation| divided by the layer's mean of that is <= dormant_threshold), activation
-    norm (mean L2 norm of the layer's activation vector); per Linear layer and overall:
-    weight magnitude (mean |w|, i.e. L1 norm per parameter). The gradient norm is taken in the
-    update, before clipping.
+    norm (mean L2 norm of the layer's activation vector), FAU (active_fraction) and effective
+    rank of the layer's features (effective_rank; over the network: the last hidden layer's,
+    the features the head reads); per Linear layer and overall: weight magnitude (mean |w|,
+    i.e. L1 norm per parameter) and the L2 distance of the weights from `initial` (a copy of
+    net at step 0; a reset neuron's new weights count as moved). The gradient norm is taken in
+    the update, before clipping.
     """
-    out, h, dormant, neurons, act_norms, hidden = {}, obs, 0, 0, [], 0
+    out, h, dormant, neurons, act_norms, hidden, active = {}, obs, 0, 0, [], 0, 0.0
     for layer in net:
         h = layer(h)
         if not isinstance(layer, nn.Linear):
@@ -293,15 +318,23 @@ def plasticity_metrics(net, obs, dormant_threshold):
             score = mean_abs / (mean_abs.mean() + 1e-9)
             layer_dormant = int((score <= dormant_threshold).sum())
             out[f"dormant_ratio/layer{hidden}"] = layer_dormant / h.shape[1]
+            out[f"fau/layer{hidden}"] = active_fraction(h, layer)
+            out[f"effective_rank/layer{hidden}"] = out["effective_rank"] = effective_rank(h)
             act_norms.append(h.norm(dim=1).mean().item())
+            active += out[f"fau/layer{hidden}"] * h.shape[1]
             dormant, neurons, hidden = dormant + layer_dormant, neurons + h.shape[1], hidden + 1
     linears = [m for m in net if isinstance(m, nn.Linear)]
-    for i, m in enumerate(linears):
+    initial_linears = [m for m in initial if isinstance(m, nn.Linear)]
+    for i, (m, m0) in enumerate(zip(linears, initial_linears)):
         out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
+        out[f"weight_distance/layer{i}"] = (m.weight - m0.weight).norm().item()
     params = [p for p in net.parameters()]
     out["dormant_ratio"] = dormant / neurons
+    out["fau"] = active / neurons
     out["activation_norm"] = sum(act_norms) / len(act_norms)
     out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
+    squares = sum((p - p0).square().sum() for p, p0 in zip(params, initial.parameters()))
+    out["weight_distance"] = squares.sqrt().item()
     return out
 
 
@@ -700,6 +733,7 @@ def main():
     act_dim = envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args).to(device)
     networks = {"actor": agent.actor_mean, "critic": agent.critic}  # whose plasticity metrics are logged
+    initial_networks = copy.deepcopy(networks)  # step 0's weights; on --resume too (same seed, same init)
     # CUDA graphs need Adam's step count on the device and a learning rate they read, not bake in
     lr = torch.tensor(args.learning_rate, device=device) if args.cudagraphs else args.learning_rate
     optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=args.cudagraphs)
@@ -860,9 +894,12 @@ def main():
         if iteration % args.metrics_every == 0 or iteration == num_iterations:
             sample = b_obs[:2048]
             for net_name, net in networks.items():
-                for key, value in plasticity_metrics(net, sample, args.dormant_threshold).items():
+                metrics = plasticity_metrics(net, sample, args.dormant_threshold, initial_networks[net_name])
+                for key, value in metrics.items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
                 writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norms[net_name].item(), global_step)
+            policy_entropy = (agent.actor_logstd + 0.5 + LOG_SQRT_2PI).sum()  # the Gaussian's, any state
+            writer.add_scalar("plasticity/policy_entropy", policy_entropy.item(), global_step)
         mean_return = np.mean(recent_returns) if recent_returns else float("nan")
         eta = (args.total_timesteps - global_step) / max(sps, 1)
         print(f"step {global_step:>11,}/{args.total_timesteps:,} | update {iteration}/{num_iterations} | "

@@ -95,7 +95,12 @@ BUDGETS = {
     "smoke": {"ppo": 8192, "sac": 2000, "seeds": 1},
     "reduced": {"ppo": 1_000_000, "sac": 200_000, "seeds": 2},
     "paper": {"ppo": 12_500_000, "sac": 1_000_000, "seeds": 5},
+    # one full reset cycle: 1 / reset rate 0.01 = 100 resets x 50,000 steps (PPO), x 10,000 steps (SAC)
+    "cycle": {"ppo": 5_000_000, "sac": 1_000_000, "seeds": 2},
 }
+# cycle budget, Cycle Friction: one whole schedule 4, 3, 2, 1, 2, 3, 4 of 500,000-step periods
+CYCLE_FRICTION_PERIODS = 7
+CYCLE_FRICTION_PPO_STEPS = 3_500_000
 SMOKE_SCALE = 50  # smoke: step-counted schedules (reset frequency, CBP maturity) are the paper's / 50
 SMOKE_ARGS = {  # tiny networks and rollouts: a smoke run takes seconds; it checks plumbing, not learning
     "ppo": {"--num-envs": "2", "--num-steps": "256", "--minibatch-size": "128", "--hidden-dim": "32",
@@ -120,6 +125,8 @@ def total_steps(budget, family, env_id, override=None):
         return int(override)
     if budget == "paper" and family == "ppo" and env_id.split("/")[-1] in PAPER_LONG_TASKS:
         return 20_000_000
+    if budget == "cycle" and family == "ppo" and env_id.startswith("cyclefriction/"):
+        return CYCLE_FRICTION_PPO_STEPS
     return BUDGETS[budget][family]
 
 
@@ -203,7 +210,13 @@ EXPERIMENTS = {e.name: e for e in [
                note="The paper gives curves only."),
     Experiment("friction", "Fig. 8: reset strategies on Cycle Friction", BASELINES, FRICTION, metrics=PPO_METRICS,
                note="The paper gives curves only. Friction x 4, 3, 2, 1, 2, ... changing every 1M steps at the "
-                    "paper budget, every total/8 steps below it (so a shorter run still sees the cycle)."),
+                    "paper budget, every total/8 steps below it (so a shorter run still sees the cycle), every total/7 at "
+                    "the cycle budget (one whole schedule 4, 3, 2, 1, 2, 3, 4)."),
+    Experiment("cycle", "Across a full reset cycle: PPO vs P3O over 100 resets and one friction schedule",
+               (Variant("ppo"), Variant("p3o")), ("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5"),
+               metrics=ALL_METRICS,
+               note="Run it with --budget cycle: 5M steps (100 resets of P3O, every neuron renewed once) and, on "
+                    "Cycle Friction, 3.5M steps with the friction changing every 500,000."),
     Experiment("table2", "Table 2: extra distillation epochs of P3O", (Variant("p3o"),), MUJOCO, kind="distill",
                metrics=DISTILL_METRICS),
     Experiment("table5", "Table 5 and Fig. 21: distillation vs recovery-training epochs",
@@ -285,7 +298,8 @@ def run_options(variant, env, budget, total):
         for option, default in SCHEDULE_DEFAULTS.get(algo.script, {}).items():
             options[option] = smoke_value(option, default)
     if env.startswith("cyclefriction/") and budget != "paper":
-        options["--friction-period"] = str(max(1, total // 8))
+        periods = CYCLE_FRICTION_PERIODS if budget == "cycle" else 8
+        options["--friction-period"] = str(max(1, total // periods))
     overrides = []
     for option, value in variant.overrides:
         if budget == "smoke" and option in SCHEDULE_DEFAULTS.get(algo.script, {}):
@@ -1027,7 +1041,9 @@ def parse_args(argv=None):
     p.add_argument("--budget", choices=list(BUDGETS), default="reduced",
                    help="smoke: seconds per run, plumbing only (tiny networks, 8,192 PPO / 2,000 SAC steps, 1 seed);\n"
                         "reduced: 1M PPO / 200k SAC steps, 2 seeds, the paper's hyperparameters;\n"
-                        "paper: 12.5M (20M on Humanoid, HumanoidStandup) PPO / 1M SAC steps, 5 seeds")
+                        "paper: 12.5M (20M on Humanoid, HumanoidStandup) PPO / 1M SAC steps, 5 seeds;\n"
+                        "cycle: one full reset cycle (100 resets): 5M PPO / 1M SAC steps, 2 seeds; Cycle Friction\n"
+                        "  PPO runs 3.5M steps, friction changing every 500,000 (one schedule 4,3,2,1,2,3,4)")
     p.add_argument("--total-timesteps", type=int, help="override the budget's steps per run (own directories)")
     p.add_argument("--seeds", type=int, nargs="+", help="seed numbers (default: 1..the budget's seed count)")
     p.add_argument("--envs", nargs="+", help="tasks (default: the experiment's)")

@@ -42,7 +42,7 @@ def test_diff_with_base_only_adds_the_method(script):
 @pytest.mark.parametrize("module", BASELINES.values(), ids=BASELINES)
 def test_functions_shared_with_p3o_are_verbatim_copies(module):
     names = ["cycle_slice", "hidden_linears", "reinit_neurons", "cycle_reset", "gaussian_kl", "alpha_dkl",
-             "InnerDistillation", "reset_statistics"]
+             "InnerDistillation", "reset_statistics", "effective_rank", "active_fraction", "plasticity_metrics"]
     copied = [name for name in names if hasattr(module, name)]
     assert {"reinit_neurons", "InnerDistillation", "reset_statistics"} <= set(copied)
     for name in copied:

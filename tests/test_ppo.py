@@ -1,5 +1,7 @@
 """ppo_continuous.py: GAE, dormant ratio, argument validation, end to end, resume, learning."""
 
+import copy
+import inspect
 import signal
 
 import numpy as np
@@ -47,12 +49,70 @@ def test_dormant_ratio_on_hand_built_layer():
         net[0].bias.zero_()
     obs = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
     # mean |h| per neuron: 1.5, 1.5, 0.015, 0 -> scores 1.99, 1.99, 0.0199, 0
-    assert ppo.plasticity_metrics(net, obs, 0.1)["dormant_ratio"] == 0.5
-    assert ppo.plasticity_metrics(net, obs, 0.01)["dormant_ratio"] == 0.25
-    metrics = ppo.plasticity_metrics(net, obs, 0.1)
+    assert ppo.plasticity_metrics(net, obs, 0.1, net)["dormant_ratio"] == 0.5
+    assert ppo.plasticity_metrics(net, obs, 0.01, net)["dormant_ratio"] == 0.25
+    metrics = ppo.plasticity_metrics(net, obs, 0.1, net)
     assert metrics["weight_magnitude/layer0"] == pytest.approx((1 + 1 + 0.01 + 1) / 8)
     assert metrics["activation_norm"] == pytest.approx(np.mean([np.linalg.norm([1, 1, .01, 0]),
                                                                 np.linalg.norm([2, 2, .02, 0])]), rel=1e-5)
+    # h = [1, 1, .01, 0] and [2, 2, .02, 0]: 6 of 8 (input, neuron) pairs pass gradient; the rows are parallel
+    assert metrics["fau"] == metrics["fau/layer0"] == 0.75
+    assert metrics["effective_rank"] == metrics["effective_rank/layer0"] == 1
+    assert metrics["weight_distance"] == 0.0
+
+
+def orthogonal_features(singular_values, rows=64, cols=16, seed=0):
+    """A (rows, cols) matrix with exactly the given singular values."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(rows, len(singular_values), generator=g))
+    v, _ = torch.linalg.qr(torch.randn(cols, len(singular_values), generator=g))
+    return u @ torch.diag(torch.tensor(singular_values)) @ v.T
+
+
+@pytest.mark.parametrize("singular_values, srank", [
+    ([1.0], 1), ([1.0, 1.0, 1.0], 3), ([5.0, 4.0, 3.0, 2.0, 1.0], 5),
+    ([1.0, 1.0, 0.005], 2),  # the third holds 0.25% of the sum: under delta = 1%, not counted
+    ([1.0] * 10 + [0.01] * 5, 10),  # 0.05 of 10.05 = 0.5%: dropped
+    ([1.0] * 10 + [0.1] * 5, 14),  # 0.5 of 10.5 = 4.8%: all but the last 0.1 are needed
+])
+def test_effective_rank_of_a_matrix_with_known_singular_values(singular_values, srank):
+    assert ppo.effective_rank(orthogonal_features(singular_values)) == srank
+    assert ppo.effective_rank(torch.zeros(8, 4)) == 0
+
+
+def test_fau_of_known_activation_patterns():
+    relu_out = torch.tensor([[1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 2.0, 0.5]])
+    assert ppo.active_fraction(relu_out, nn.ReLU()) == 0.5  # 4 of 8 positive
+    # tanh: slope 1 - h^2 is 1, 0.75, 0.0020, 0.0020, 0.0199, 0.19: the two beyond |h| = 0.995 are saturated
+    tanh_out = torch.tensor([[0.0, 0.5, 0.999], [-0.999, 0.99, -0.9]])
+    assert ppo.active_fraction(tanh_out, nn.Tanh()) == pytest.approx(4 / 6)
+    # through a network: a tanh layer driven into saturation by large weights has FAU 0
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(100.0)
+        net[0].bias.zero_()
+    assert ppo.plasticity_metrics(net, torch.ones(4, 3), 0.1, net)["fau"] == 0.0
+
+
+def test_weight_distance_from_the_initial_copy():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    initial = copy.deepcopy(net)
+    with torch.no_grad():
+        net[0].weight[1, 2] += 3.0
+        net[2].bias[0] -= 4.0
+    metrics = ppo.plasticity_metrics(net, torch.randn(5, 3), 0.1, initial)
+    assert metrics["weight_distance/layer0"] == pytest.approx(3.0)
+    assert metrics["weight_distance/layer1"] == 0.0  # a bias is not a weight matrix
+    assert metrics["weight_distance"] == pytest.approx(5.0)  # all parameters: sqrt(3^2 + 4^2)
+
+
+def test_plasticity_functions_of_sac_are_verbatim_copies():
+    import sac_sbp
+
+    for name in ("effective_rank", "active_fraction", "plasticity_metrics"):
+        assert inspect.getsource(getattr(sac_sbp, name)) == inspect.getsource(getattr(ppo, name)), name
+    assert (sac_sbp.SRANK_DELTA, sac_sbp.ACTIVE_SLOPE) == (ppo.SRANK_DELTA, ppo.ACTIVE_SLOPE)
 
 
 def test_log_prob_matches_torch_normal():
@@ -92,7 +152,8 @@ def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
                 "losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
                 "losses/explained_variance", "plasticity/actor_dormant_ratio", "plasticity/critic_dormant_ratio",
                 "plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm",
-                "plasticity/critic_activation_norm"]:
+                "plasticity/critic_activation_norm", "plasticity/actor_fau", "plasticity/critic_effective_rank",
+                "plasticity/actor_weight_distance", "plasticity/policy_entropy"]:
         assert key in tags, key
     assert load_checkpoint(full)["global_step"] == 2048
     # interrupted after 2 updates, then resumed to 4
@@ -105,6 +166,9 @@ def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
     for name, tensor in a["agent"].items():
         assert torch.equal(tensor, b["agent"][name]), name
     np.testing.assert_array_equal(a["next_obs"], b["next_obs"])
+    # the resumed run measures the distance from the same initial weights (rebuilt from the seed)
+    distance = "plasticity/actor_weight_distance"
+    assert read_scalars(split)[distance][-1] == tags[distance][-1] and tags[distance][-1][1] > 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
