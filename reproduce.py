@@ -21,7 +21,7 @@ configuration share its runs (table2, table4 and table5 reuse table1's P3O runs;
 ablations reuse its default runs). Re-running a command after a crash or Ctrl-C loses at most
 the updates since the last checkpoint.
 
-Outputs go to results/<experiment>/, file names carrying the budget (smoke, reduced, paper):
+Outputs go to results/<experiment>/, file names carrying the budget (smoke, reduced, cycle, paper):
 <experiment>_<budget>.md (tables in the paper's layout, ours beside the paper's numbers where
 it has them, with the budget and seeds stated), runs_<budget>.csv (one row per run), and PNG
 figures (mean over seeds with a shaded band of one standard deviation, one panel per task).
@@ -152,8 +152,16 @@ SAC_TASKS = ("Hopper-v5", "Walker2d-v5", "Ant-v5", "HalfCheetah-v5")
 PPO_METRICS = ("plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm")
 # Per reset (P3O family): distillation epochs, the alpha-DKL just after the reset, the policy's std
 DISTILL_METRICS = ("reset/distill_epochs", "reset/distill_loss_start", "reset/policy_std")
-ALL_METRICS = ("plasticity/actor_dormant_ratio", "plasticity/actor_weight_magnitude", "plasticity/actor_grad_norm",
-               "plasticity/actor_activation_norm") + DISTILL_METRICS
+# the plasticity curves the literature reports: dormant ratio (ReDo), FAU (Ma et al. 2023), effective rank
+# (srank, Kumar et al. 2021), weight magnitude and distance from the initial weights, the policy's entropy
+PLASTICITY_METRICS = ("plasticity/actor_dormant_ratio", "plasticity/actor_fau", "plasticity/actor_effective_rank",
+                      "plasticity/actor_weight_magnitude", "plasticity/actor_weight_distance",
+                      "plasticity/policy_entropy")
+ALL_METRICS = PLASTICITY_METRICS + ("plasticity/actor_grad_norm", "plasticity/actor_activation_norm",
+                                    "plasticity/critic_dormant_ratio", "plasticity/critic_effective_rank") \
+    + DISTILL_METRICS
+MILESTONES = (1_000_000, 2_500_000, 5_000_000)  # the cycle experiment's columns: the return at these steps
+WINDOW = 100_000  # return at step S: mean of the episodic returns logged in (S - 100,000, S]
 
 # The paper's numbers (mean of 5 seeds at its budget), keyed by task name without version.
 PAPER_TABLE1 = {
@@ -191,7 +199,7 @@ class Experiment:
     title: str
     variants: tuple
     envs: tuple = MUJOCO
-    kind: str = "returns"  # returns | distill | recovery | resets | sbp
+    kind: str = "returns"  # returns | distill | recovery | resets | sbp | cycle
     metrics: tuple = ()
     paper_returns: dict = field(default_factory=dict)
     note: str = ""
@@ -214,7 +222,7 @@ EXPERIMENTS = {e.name: e for e in [
                     "the cycle budget (one whole schedule 4, 3, 2, 1, 2, 3, 4)."),
     Experiment("cycle", "Across a full reset cycle: PPO vs P3O over 100 resets and one friction schedule",
                (Variant("ppo"), Variant("p3o")), ("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5"),
-               metrics=ALL_METRICS,
+               kind="cycle", metrics=PLASTICITY_METRICS,
                note="Run it with --budget cycle: 5M steps (100 resets of P3O, every neuron renewed once) and, on "
                     "Cycle Friction, 3.5M steps with the friction changing every 500,000."),
     Experiment("table2", "Table 2: extra distillation epochs of P3O", (Variant("p3o"),), MUJOCO, kind="distill",
@@ -613,6 +621,27 @@ def final_return(points, last_share=0.1):
     return float(np.mean(values[-k:]))
 
 
+def steps_label(steps, _position=None):
+    """Axis label of a step count: 0, 250k, 1.5M (plain numbers overlap on a 5-inch panel)."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(steps) >= size:
+            return f"{steps / size:g}{suffix}"
+    return f"{steps:g}"
+
+
+def window_mean(points, lo, hi):
+    """Mean of the values logged at steps in (lo, hi]; None if there are none."""
+    values = [v for step, v in points if lo < step <= hi]
+    return float(np.mean(values)) if values else None
+
+
+def returns_at(points, reached, milestones=MILESTONES, window=WINDOW):
+    """{"return_1M": ...}: the return at each milestone the run has reached (a partial run too), the
+    mean of the episodic returns logged in the `window` steps up to it."""
+    out = {f"return_{steps_label(m)}": window_mean(points, m - window, m) for m in milestones if reached >= m}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def reset_statistics(reset_counts):
     """The paper's Table 4 from per-neuron reset counts (hidden layers x width)."""
     counts = np.asarray(reset_counts)
@@ -646,7 +675,7 @@ def method_statistics(ckpt):
 CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_timesteps", "status", "steps",
               "final_return", "episodes", "neurons", "total_resets", "avg_resets_per_neuron", "share_neurons_reset",
               "resets", "distill_epochs", "distill_per_reset", "ppo_epochs", "distill_to_ppo", "recovery_epochs",
-              "reset_seconds", "run_dir"]
+              "reset_seconds", "run_dir"] + [f"return_{steps_label(m)}" for m in MILESTONES]
 
 
 def summarize(run, state, experiment_name, budget):
@@ -655,8 +684,10 @@ def summarize(run, state, experiment_name, budget):
            "seed": run.seed, "budget": budget, "total_timesteps": run.total,
            "status": f"failed: {state.error}" if state.error else state.status,
            "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT)}
-    if state.status == "done":
+    if state.status in ("done", "partial"):
         returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
+        row.update(returns_at(returns, state.step))
+    if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
     return row
@@ -700,10 +731,10 @@ def mean_std(values):
     return float(vals.mean()), float(vals.std()), int(vals.size)
 
 
-def cell(rows, key, fmt="{:,.0f}", paper=None, want=None):
-    """'mean ± std' of `key` over rows (finished runs), '(n=k)' when fewer than `want` seeds,
-    '(paper X)' beside it when the paper has a number."""
-    mean, std, n = mean_std([r.get(key) for r in rows if r.get("status") == "done"])
+def cell(rows, key, fmt="{:,.0f}", paper=None, want=None, statuses=("done",)):
+    """'mean ± std' of `key` over rows (finished runs, or those of `statuses`), '(n=k)' when fewer
+    than `want` seeds, '(paper X)' beside it when the paper has a number."""
+    mean, std, n = mean_std([r.get(key) for r in rows if r.get("status") in statuses])
     text = "—" if n == 0 else f"{fmt.format(mean)} ± {fmt.format(std)}"
     if n and want and n < want:
         text += f" (n={n})"
@@ -793,6 +824,49 @@ def resets_table(rows, variants, envs=None):
     return markdown_table(header, body)
 
 
+def cycle_table(rows, variants, envs, want=None):
+    """Per task and method: the return at each milestone (unfinished runs count where they got past
+    it), the final return (finished runs) and how far the runs got."""
+    body = []
+    for env in envs:
+        for v in variants:
+            sel = select(rows, env=env, variant=v.name)
+            reached = ", ".join(f"{int(r.get('steps', 0)):,}" for r in sel)
+            body.append([env, v.name] + [cell(sel, f"return_{steps_label(m)}", want=want,
+                                              statuses=("done", "partial")) for m in MILESTONES]
+                        + [cell(sel, "final_return", want=want), reached])
+    return markdown_table(["task", "method"] + [f"return at {steps_label(m)}" for m in MILESTONES]
+                          + ["final return", "steps reached (per seed)"], body)
+
+
+def friction_table(curves, window=WINDOW):
+    """Cycle Friction: for each friction change inside the runs and each method, the mean return of
+    the episodes logged in the `window` steps before the change, in the `window` after it, and in
+    the last `window` of the new phase (just before the next change). Cells: mean ± std over the
+    seeds that got that far. curves: [(method label, env, friction period, steps reached, points)]."""
+    from envs import friction_multiplier
+
+    groups = {}
+    for label, env, period, reached, points in curves:
+        groups.setdefault((env, period), {}).setdefault(label, []).append((reached, points))
+    body = []
+    for (env, period), methods in groups.items():
+        last = max(reached for seeds in methods.values() for reached, _ in seeds)
+        for change in range(period, last, period):
+            for label, seeds in methods.items():
+                def span(lo, hi):
+                    means = [m for m in (window_mean(points, lo, hi) for reached, points in seeds if reached >= hi)
+                             if m is not None]
+                    return "–" if not means else f"{np.mean(means):,.0f}" + (f" ± {np.std(means):,.0f}"
+                                                                              if len(means) > 1 else "")
+                body.append([env, steps_label(change), f"{friction_multiplier(change - 1, period)} → "
+                             f"{friction_multiplier(change, period)}", label, span(change - window, change),
+                             span(change, change + window), span(change + period - window, change + period)])
+    return markdown_table(["task", "change at", "friction", "method", f"return before ({steps_label(window)})",
+                           f"after ({steps_label(window)})", f"end of the phase ({steps_label(window)})"],
+                          body) if body else ""
+
+
 def reproduce_command(name, budget, seeds, envs, variants):
     """The command line that reproduces a table (with the selection that produced it)."""
     cmd = f"python reproduce.py {name} --budget {budget.split('-')[0]}"
@@ -829,7 +903,7 @@ def distill_over_run(finished, segments=6):
                            "alpha-DKL after the reset", "policy std"], body) if body else ""
 
 
-def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_note, over_run=""):
+def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_note, over_run="", friction=""):
     want = len(seeds)
     done = len(select(rows, status="done"))
     out = [f"# {experiment.title}", "",
@@ -853,13 +927,20 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
     elif experiment.kind == "recovery":
         out += ["## Distillation vs recovery-training epochs (paper Table 5)", "", recovery_table(rows, envs, want),
                 ""]
+    elif experiment.kind == "cycle":
+        out += ["## Return across the cycle", "", f"Return at step S: mean of the episodic returns logged in "
+                f"(S - {WINDOW:,}, S]; runs not finished count at the steps they passed.", "",
+                cycle_table(rows, variants, envs, want), ""]
+        if friction:
+            out += ["## Cycle Friction: return around each friction change", "", friction, ""]
     elif experiment.kind == "sbp":
         out += ["## Resets and inner distillation", "", sbp_table(rows, variants, envs, want), ""]
     elif experiment.kind == "resets":
         out += ["## Reset statistics of the actor's hidden neurons (paper Table 4: 768 neurons, mean over six "
                 "tasks)", "", resets_table(rows, variants), "", "Per task:", "",
                 resets_table(rows, variants, envs), ""]
-    out += ["## Final return", "", returns_table(rows, variants, envs, experiment.paper_returns, want), ""]
+    if experiment.kind != "cycle":  # the cycle table has its final returns
+        out += ["## Final return", "", returns_table(rows, variants, envs, experiment.paper_returns, want), ""]
     missing = [r for r in rows if r.get("status") != "done"]
     if missing:
         out += ["Not finished (not in the cells): " + ", ".join(f"{r['variant']} {r['env']} seed {r['seed']} "
@@ -897,17 +978,9 @@ def mean_band(curves):
         return np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
 
 
-def steps_label(steps, _position=None):
-    """Axis label of a step count: 0, 250k, 1.5M (plain numbers overlap on a 5-inch panel)."""
-    for size, suffix in ((1e6, "M"), (1e3, "k")):
-        if abs(steps) >= size:
-            return f"{steps / size:g}{suffix}"
-    return f"{steps:g}"
-
-
-def plot_panels(path, title, ylabel, panels, bins=50):
-    """panels: {env: {label: [points of each seed]}}; one panel per task, one line per label with a
-    shaded band of one std over seeds."""
+def plot_panels(path, title, ylabel, panels, bins=50, cols=3, marks=None):
+    """panels: {env: {label: [points of each seed]}}; one panel per task (`cols` to a row), one line
+    per label with a shaded band of one std over seeds; marks: {env: steps to draw a dotted line at}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -915,7 +988,7 @@ def plot_panels(path, title, ylabel, panels, bins=50):
     import matplotlib.ticker
 
     envs = list(panels)
-    cols = min(3, len(envs))
+    cols = min(cols, len(envs))
     rows = math.ceil(len(envs) / cols)
     labels = list(dict.fromkeys(label for env in envs for label in panels[env]))
     ncol = max(1, min(len(labels), 2 * cols))
@@ -938,6 +1011,8 @@ def plot_panels(path, title, ylabel, panels, bins=50):
             mean, std = mean_band([binned_mean(p, edges) for p in runs])
             ax.plot(centres, mean, styles[label], color=colours[label], label=label)
             ax.fill_between(centres, mean - std, mean + std, alpha=0.2, color=colours[label])
+        for step in (marks or {}).get(env, ()):
+            ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(steps_label))
@@ -953,7 +1028,7 @@ def plot_panels(path, title, ylabel, panels, bins=50):
     plt.close(fig)
 
 
-def figures(out_dir, stem, title, finished, tags):
+def figures(out_dir, stem, title, finished, tags, marks=None):
     """finished: [(variant label, env, run path)]; writes one PNG per tag, returns their paths."""
     cache = {}
     for _, _, path in finished:
@@ -969,9 +1044,25 @@ def figures(out_dir, stem, title, finished, tags):
         file = out_dir / f"{name}_{stem}.png"
         seeds = sorted({len(g) for runs in panels.values() for g in runs.values()})
         plot_panels(file, f"{title}: {tag.split('/')[-1]}, mean ± std over {'/'.join(map(str, seeds))} seed(s)",
-                    "episodic return" if name == "curves" else name, panels)
+                    "episodic return" if name == "curves" else name, panels, marks=marks)
         written.append(file)
     return written
+
+
+def metrics_grid(path, title, drawn, tags):
+    """One PNG of the plasticity curves: a panel per task and metric (a task's metrics in rows of
+    three), a line per method. drawn: [(variant label, env, run path)]."""
+    cache = {p: read_scalars(p, set(tags)) for _, _, p in drawn}
+    envs = list(dict.fromkeys(env for _, env, _ in drawn))
+    panels = {}
+    for env in envs:
+        for tag in tags:
+            panel = panels.setdefault(f"{env}: {tag.split('/')[-1]}", {})
+            for label, e, p in drawn:
+                if e == env:
+                    panel.setdefault(label, []).append(cache[p].get(tag, []))
+    plot_panels(path, title, "", panels)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -994,10 +1085,24 @@ def aggregate(experiment, runs, states, opts):
     finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
                 if states[r.directory].status == "done"]
     over_run = distill_over_run(finished) if experiment.kind == "distill" else ""
+    friction, marks = "", {}
+    if experiment.kind == "cycle":  # long runs: draw and tabulate the unfinished ones as far as they got
+        finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
+                    if states[r.directory].status in ("done", "partial")]
+        curves = [(r.variant.name, r.env, int(r.args["--friction-period"]), states[r.directory].step,
+                   read_scalars(states[r.directory].run_path, {"charts/episodic_return"}).get(
+                       "charts/episodic_return", []))
+                  for r in runs if "--friction-period" in r.args and states[r.directory].status in ("done", "partial")]
+        friction = friction_table(curves)
+        marks = {env: range(period, total, period) for _, env, period, _, _ in curves
+                 for total in [max(r.total for r in runs if r.env == env)]}
     (out_dir / f"{experiment.name}_{label}.md").write_text(
-        experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run))
+        experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
     written = figures(out_dir, label, f"{experiment.name} [{label}]",
-                      finished, ("charts/episodic_return",) + tuple(experiment.metrics))
+                      finished, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
+    if experiment.kind == "cycle" and finished:
+        written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{experiment.name} [{label}]: plasticity "
+                                    "of the actor, mean ± std over seeds", finished, experiment.metrics))
     print(f"wrote {out_dir / f'{experiment.name}_{label}.md'}, {out_dir / f'runs_{label}.csv'}"
           + "".join(f", {w.name}" for w in written))
     return out_dir
@@ -1102,8 +1207,9 @@ def describe():
         lines.append("    tasks: " + ", ".join(e.envs))
     for g, members in GROUPS.items():
         lines.append(f"{g}: all of {', '.join(members)}")
-    lines.append("metrics: plasticity figures (dormant ratio, weight, gradient and activation norms) of the finished "
-                 "runs of --from EXPERIMENT (default table1), or of --paths DIR...")
+    lines.append("metrics: plasticity figures (dormant ratio, FAU, effective rank, weight magnitude and distance from "
+                 "the initial weights, policy entropy, gradient and activation norms) of the finished runs of --from "
+                 "EXPERIMENT (default table1), or of --paths DIR...")
     return "\n".join(lines)
 
 

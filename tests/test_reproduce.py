@@ -402,3 +402,65 @@ def test_unknown_env_id_is_refused_before_anything_is_planned(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--envs: unknown env id 'Nope-v1'" in capsys.readouterr().err
     assert rp.parse_args(["table1", "--envs", "Hopper-v5", "cyclefriction/Hopper-v5", "--dry-run"]).envs
+
+
+# ---- The cycle budget: one full reset cycle, one whole friction schedule ----
+
+def test_cycle_budget_renews_every_neuron_once_and_fits_one_friction_schedule():
+    from envs import friction_multiplier
+
+    runs = by_name(plan("cycle", "cycle", seeds=(1, 2), envs=("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5")))
+    assert len(runs) == 8
+    p3o = runs[("P3O", "HalfCheetah-v5", 1)]
+    assert p3o.total == 5_000_000 == 100 * 50_000  # 1 / reset rate 0.01 resets of 50,000 steps
+    assert p3o.directory == Path("runs/reproduce/cycle/p3o__HalfCheetah-v5__seed1")
+    friction = runs[("PPO", "cyclefriction/HalfCheetah-v5", 2)]
+    period = int(friction.args["--friction-period"])
+    assert (friction.total, period) == (3_500_000, 500_000)
+    assert [friction_multiplier(k * period, period) for k in range(friction.total // period)] == [4, 3, 2, 1, 2, 3, 4]
+    assert plan("table6", "cycle", algos=["sac-cycle"])[0].total == 1_000_000 == 100 * 10_000
+
+
+def test_returns_at_milestones_count_only_the_steps_a_run_reached():
+    points = [(step, step / 1000) for step in range(50_000, 2_600_001, 50_000)]
+    assert rp.returns_at(points, reached=2_600_000) == {"return_1M": 975.0, "return_2.5M": 2475.0}
+    assert rp.returns_at(points, reached=900_000) == {}
+    assert rp.window_mean(points, 0, 100_000) == 75.0 and rp.window_mean(points, 10, 20) is None
+
+
+def fake_long_run(run, reached, offset, every=50_000):
+    """A hand-made run that logged return step / 1000 + offset (and an FAU) every `every` steps up to `reached`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = run.directory / f"{run.env.replace('/', '_')}__{run.variant.algo}__{run.seed}__1700000000"
+    path.mkdir(parents=True)
+    writer = SummaryWriter(str(path))
+    for step in range(every, reached + 1, every):
+        writer.add_scalar("charts/episodic_return", step / 1000 + offset, step)
+        writer.add_scalar("plasticity/actor_fau", 1 - step / 1e7, step)
+    writer.close()
+    torch.save({"global_step": reached, "args": PPO_SMOKE_ARGS}, path / "checkpoint.pt")
+
+
+def test_cycle_tables_from_hand_made_runs(tmp_path):
+    envs = ("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5")
+    runs = by_name(plan("cycle", "cycle", seeds=(1, 2), envs=envs, algos=["ppo"], runs_dir=tmp_path / "runs"))
+    fake_long_run(runs[("PPO", "HalfCheetah-v5", 1)], 5_000_000, 0)
+    fake_long_run(runs[("PPO", "HalfCheetah-v5", 2)], 2_600_000, 100)  # unfinished: counts up to 2.5M
+    fake_long_run(runs[("PPO", "cyclefriction/HalfCheetah-v5", 1)], 3_500_000, 0)
+    assert rp.main(["cycle", "--budget", "cycle", "--seeds", "1", "2", "--algos", "ppo", "--runs-dir",
+                    str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]) == 0
+    out = tmp_path / "results" / "cycle"
+    table = (out / "cycle_cycle.md").read_text()
+    # at 1M: (950 + 1000) / 2 = 975 and 1075; at 5M seed 1 alone; final: last 10 of 100 episodes -> 4,775
+    # (Cycle Friction: last 7 of 70 -> 3,350)
+    assert "| HalfCheetah-v5 | PPO | 1,025 ± 50 | 2,525 ± 50 | 4,975 ± 0 (n=1) | 4,775 ± 0 (n=1) | " \
+           "5,000,000, 2,600,000 |" in table
+    assert "| cyclefriction/HalfCheetah-v5 | PPO | 975 ± 0 (n=1) | 2,475 ± 0 (n=1) | — | 3,350 ± 0 (n=1) | " \
+           "3,500,000, 0 |" in table
+    # every change inside the 3.5M steps: before (400k, 500k], after (500k, 600k], end of the phase (900k, 1M]
+    assert "| cyclefriction/HalfCheetah-v5 | 500k | 4 → 3 | PPO | 475 | 575 | 975 |" in table
+    assert "| cyclefriction/HalfCheetah-v5 | 3M | 3 → 4 | PPO | 2,975 | 3,075 | 3,475 |" in table
+    assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6
+    for png in ("curves_cycle.png", "actor_fau_cycle.png", "plasticity_cycle.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
