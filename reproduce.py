@@ -1087,15 +1087,15 @@ def aggregate(experiment, runs, states, opts):
     over_run = distill_over_run(finished) if experiment.kind == "distill" else ""
     friction, marks = "", {}
     if experiment.kind == "cycle":  # long runs: draw and tabulate the unfinished ones as far as they got
-        finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
-                    if states[r.directory].status in ("done", "partial")]
-        curves = [(r.variant.name, r.env, int(r.args["--friction-period"]), states[r.directory].step,
-                   read_scalars(states[r.directory].run_path, {"charts/episodic_return"}).get(
-                       "charts/episodic_return", []))
-                  for r in runs if "--friction-period" in r.args and states[r.directory].status in ("done", "partial")]
+        started = [r for r in runs if states[r.directory].status in ("done", "partial")]
+        finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in started]
+        curves = []
+        for r in (r for r in started if "--friction-period" in r.args):
+            state, period = states[r.directory], int(r.args["--friction-period"])
+            returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
+            curves.append((r.variant.name, r.env, period, state.step, returns))
+            marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
         friction = friction_table(curves)
-        marks = {env: range(period, total, period) for _, env, period, _, _ in curves
-                 for total in [max(r.total for r in runs if r.env == env)]}
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
     written = figures(out_dir, label, f"{experiment.name} [{label}]",
