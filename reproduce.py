@@ -636,8 +636,9 @@ def window_mean(points, lo, hi):
 
 
 def returns_at(points, reached, milestones=MILESTONES, window=WINDOW):
-    """{"return_1M": ...}: the return at each milestone the run has reached (a partial run too), the
-    mean of the episodic returns logged in the `window` steps up to it."""
+    """{"return_1M": ...}: the return at each milestone the run has reached (a partial run too; a
+    finished one has reached its total, which its whole rollouts may stop short of), the mean of the
+    episodic returns logged in the `window` steps up to it."""
     out = {f"return_{steps_label(m)}": window_mean(points, m - window, m) for m in milestones if reached >= m}
     return {k: v for k, v in out.items() if v is not None}
 
@@ -686,7 +687,7 @@ def summarize(run, state, experiment_name, budget):
            "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT)}
     if state.status in ("done", "partial"):
         returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
-        row.update(returns_at(returns, state.step))
+        row.update(returns_at(returns, run.total if state.status == "done" else state.step))
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
@@ -933,6 +934,8 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
                 cycle_table(rows, variants, envs, want), ""]
         if friction:
             out += ["## Cycle Friction: return around each friction change", "", friction, ""]
+        if over_run:
+            out += ["## P3O's distillation over the run", "", over_run, ""]
     elif experiment.kind == "sbp":
         out += ["## Resets and inner distillation", "", sbp_table(rows, variants, envs, want), ""]
     elif experiment.kind == "resets":
@@ -1093,9 +1096,10 @@ def aggregate(experiment, runs, states, opts):
         for r in (r for r in started if "--friction-period" in r.args):
             state, period = states[r.directory], int(r.args["--friction-period"])
             returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
-            curves.append((r.variant.name, r.env, period, state.step, returns))
+            curves.append((r.variant.name, r.env, period, r.total if state.status == "done" else state.step, returns))
             marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
         friction = friction_table(curves)
+        over_run = distill_over_run(finished, segments=5)
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
     written = figures(out_dir, label, f"{experiment.name} [{label}]",
