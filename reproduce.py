@@ -1102,11 +1102,12 @@ def aggregate(experiment, runs, states, opts):
         over_run = distill_over_run(finished, segments=5)
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
-    written = figures(out_dir, label, f"{experiment.name} [{label}]",
-                      finished, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
+    title = f"{experiment.name} [{label}]" + (" (unfinished runs as far as they got)" if experiment.kind == "cycle"
+                                              else "")
+    written = figures(out_dir, label, title, finished, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
     if experiment.kind == "cycle" and finished:
-        written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{experiment.name} [{label}]: plasticity "
-                                    "of the actor, mean ± std over seeds", finished, experiment.metrics))
+        written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{title}: plasticity of the actor, "
+                                    "mean ± std over seeds", finished, experiment.metrics))
     print(f"wrote {out_dir / f'{experiment.name}_{label}.md'}, {out_dir / f'runs_{label}.csv'}"
           + "".join(f", {w.name}" for w in written))
     return out_dir
