@@ -218,8 +218,8 @@ EXPERIMENTS = {e.name: e for e in [
                note="The paper gives curves only."),
     Experiment("friction", "Fig. 8: reset strategies on Cycle Friction", BASELINES, FRICTION, metrics=PPO_METRICS,
                note="The paper gives curves only. Friction x 4, 3, 2, 1, 2, ... changing every 1M steps at the "
-                    "paper budget, every total/8 steps below it (so a shorter run still sees the cycle), every total/7 at "
-                    "the cycle budget (one whole schedule 4, 3, 2, 1, 2, 3, 4)."),
+                    "paper budget, every total/8 steps below it (so a shorter run still sees the cycle), every "
+                    "total/7 at the cycle budget (one whole schedule 4, 3, 2, 1, 2, 3, 4)."),
     Experiment("cycle", "Across a full reset cycle: PPO vs P3O over 100 resets and one friction schedule",
                (Variant("ppo"), Variant("p3o")), ("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5"),
                kind="cycle", metrics=PLASTICITY_METRICS,
@@ -636,9 +636,8 @@ def window_mean(points, lo, hi):
 
 
 def returns_at(points, reached, milestones=MILESTONES, window=WINDOW):
-    """{"return_1M": ...}: the return at each milestone the run has reached (a partial run too; a
-    finished one has reached its total, which its whole rollouts may stop short of), the mean of the
-    episodic returns logged in the `window` steps up to it."""
+    """{"return_1M": ...}: the return at each milestone the run has reached (steps_reached; a partial
+    run too), the mean of the episodic returns logged in the `window` steps up to it."""
     out = {f"return_{steps_label(m)}": window_mean(points, m - window, m) for m in milestones if reached >= m}
     return {k: v for k, v in out.items() if v is not None}
 
@@ -679,6 +678,12 @@ CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_t
               "reset_seconds", "run_dir"] + [f"return_{steps_label(m)}" for m in MILESTONES]
 
 
+def steps_reached(run, state):
+    """How far a run got: a finished one has reached its total (its whole rollouts may stop short of
+    it), any other the step of its checkpoint."""
+    return run.total if state.status == "done" else state.step
+
+
 def summarize(run, state, experiment_name, budget):
     """One CSV row: the run's configuration, its status, and (when finished) its final values."""
     row = {"experiment": experiment_name, "variant": run.variant.name, "algo": run.variant.algo, "env": run.env,
@@ -687,7 +692,7 @@ def summarize(run, state, experiment_name, budget):
            "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT)}
     if state.status in ("done", "partial"):
         returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
-        row.update(returns_at(returns, run.total if state.status == "done" else state.step))
+        row.update(returns_at(returns, steps_reached(run, state)))
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
@@ -1096,7 +1101,7 @@ def aggregate(experiment, runs, states, opts):
         for r in (r for r in started if "--friction-period" in r.args):
             state, period = states[r.directory], int(r.args["--friction-period"])
             returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
-            curves.append((r.variant.name, r.env, period, r.total if state.status == "done" else state.step, returns))
+            curves.append((r.variant.name, r.env, period, steps_reached(r, state), returns))
             marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
         friction = friction_table(curves)
         over_run = distill_over_run(finished, segments=5)

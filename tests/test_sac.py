@@ -231,7 +231,8 @@ def test_cycle_distill_run_resets_logs_and_resumes_exactly(tmp_path):
                 "losses/alpha_loss", "plasticity/actor_dormant_ratio", "plasticity/critic_dormant_ratio",
                 "plasticity/critic2_dormant_ratio", "plasticity/actor_grad_norm", "plasticity/critic_weight_magnitude",
                 "plasticity/actor_activation_norm", "plasticity/critic2_fau", "plasticity/actor_effective_rank",
-                "plasticity/critic_weight_distance", "plasticity/policy_entropy", "reset/pointer", "reset/distill_epochs",
+                "plasticity/critic_weight_distance", "plasticity/policy_entropy", "reset/pointer",
+                "reset/distill_epochs",
                 "reset/distill_loss_start", "reset/distill_loss_end", "reset/total_resets",
                 "reset/share_neurons_reset", "reset/seconds"]:
         assert key in tags, key
