@@ -12,6 +12,7 @@ import numpy as np
 
 from envs.dmc import DMC_PREFIX, DMCEnv, parse_dmc_id
 from envs.friction import FRICTION_PREFIX, CycleFriction
+from envs.render import RecordEpisodes
 
 MUJOCO_IDS = (
     "Hopper-v5",
@@ -54,22 +55,29 @@ def validate_env_id(env_id: str) -> None:
         )
 
 
-def _make_single(env_id: str, num_envs: int, friction_period: int, start_step: int):
+def _make_single(env_id: str, num_envs: int, friction_period: int, start_step: int, video=None):
+    """A thunk building one sub-env; `video` = (video_dir, every, size) makes it record episodes."""
     def thunk():
         if multiprocessing.parent_process() is not None:  # an async worker: Ctrl-C is the trainer's to handle
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         cyclic = env_id.startswith(FRICTION_PREFIX)
         base_id = env_id[len(FRICTION_PREFIX):] if cyclic else env_id
+        render = {} if video is None else {"render_mode": "rgb_array"}
         if base_id.startswith(DMC_PREFIX):
-            env = DMCEnv(*parse_dmc_id(base_id))
+            env = DMCEnv(*parse_dmc_id(base_id), **render, size=None if video is None else video[2])
         else:
-            env = gym.make(base_id)
+            if video is not None and "mujoco" in str(gym.spec(base_id).entry_point):
+                render.update(width=video[2], height=video[2])
+            env = gym.make(base_id, **render)
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError(f"env id {env_id!r} has a {type(env.action_space).__name__} action space; "
                              "these algorithms need a continuous (Box) action space")
         if cyclic:
             env = CycleFriction(env, period=friction_period, num_envs=num_envs, start_step=start_step)
-        return Snapshot(env)
+        env = Snapshot(env)
+        if video is not None:  # outside Snapshot: a checkpoint's env state is the same with or without it
+            env = RecordEpisodes(env, video[0], video[1], num_envs, start_step)
+        return env
 
     return thunk
 
@@ -85,6 +93,10 @@ def make_env(
     start_step: int = 0,
     clip_obs: float = 10.0,
     clip_reward: float = 10.0,
+    video_dir: str | None = None,
+    video_every: int = 1,
+    video_size: int = 256,
+    frozen_obs_stats: dict | None = None,
 ) -> "VecWrapper":
     """Build a vector env with SAME_STEP autoreset, reset it with `seed`.
 
@@ -92,17 +104,29 @@ def make_env(
     normalisation clipped to +-clip_obs and return-based reward scaling clipped to
     +-clip_reward. Without it only actions are clipped and episode statistics kept
     (what SAC wants). `start_step` is the global env step the run starts at (resume),
-    used by Cycle Friction's schedule.
+    used by Cycle Friction's schedule. With `video_dir`, sub-env 0 renders (video_size pixels square) and
+    records the first episode that starts after every `video_every` env steps as an MP4 there (see
+    envs.render.RecordEpisodes); the step that ends one has its path in `infos["video"]`. Choose an OpenGL
+    backend first (envs.choose_gl_backend). `frozen_obs_stats` (obs_mean, obs_var, obs_count, as a
+    checkpoint's env state holds them) normalises observations with a run's statistics, never updated.
     """
     validate_env_id(env_id)
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if friction_period <= 0:
         raise ValueError(f"friction_period must be a positive number of env steps, got {friction_period}")
-    fns = [_make_single(env_id, num_envs, friction_period, start_step) for _ in range(num_envs)]
+    if video_dir is not None and (video_every < 1 or video_size < 2 or video_size % 2):
+        raise ValueError(f"video_every must be >= 1 and video_size even, got {video_every} and {video_size}")
+    video = None if video_dir is None else (video_dir, video_every, video_size)
+    fns = [_make_single(env_id, num_envs, friction_period, start_step, video if i == 0 else None)
+           for i in range(num_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP
     vec_cls = gym.vector.AsyncVectorEnv if async_envs else gym.vector.SyncVectorEnv
     envs = VecWrapper(vec_cls(fns, autoreset_mode=mode), normalize, gamma, clip_obs, clip_reward)
+    if frozen_obs_stats is not None:
+        for key, value in frozen_obs_stats.items():
+            setattr(envs, key, np.copy(value))
+        envs.frozen = True
     envs.action_space.seed(seed)
     obs, _ = envs.reset(seed=seed)
     return envs, obs
@@ -126,7 +150,9 @@ class VecWrapper(gym.vector.VectorWrapper):
     chain on the batch. After a step where sub-env i ended, `infos["final_obs"]` is a
     dense float32 array (num_envs, obs_dim) whose row i is the episode's true last
     observation, normalised with the same statistics (not updating them), and
-    `infos["episode"]` holds raw return "r" and length "l" masked by `infos["_episode"]`.
+    `infos["episode"]` holds raw return "r" and length "l" masked by `infos["_episode"]`; a recorded
+    episode's MP4 (make_env's video_dir) is `infos["video"]`. `frozen = True` stops the
+    observation statistics from updating (evaluation with a run's saved statistics).
     """
 
     def __init__(self, env, normalize, gamma, clip_obs, clip_reward, epsilon=1e-8):
@@ -143,12 +169,13 @@ class VecWrapper(gym.vector.VectorWrapper):
         self.returns = np.zeros(self.num_envs)
         self.ep_return = np.zeros(self.num_envs)
         self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.frozen = False
 
     def _obs(self, obs, update):
         obs = np.asarray(obs, dtype=np.float64).reshape(len(obs), -1)
         if not self.normalize:
             return obs.astype(np.float32)
-        if update:
+        if update and not self.frozen:
             self.obs_mean, self.obs_var, self.obs_count = _update_moments(self.obs_mean, self.obs_var, self.obs_count, obs)
         obs = (obs - self.obs_mean) / np.sqrt(self.obs_var + self.epsilon)
         return np.clip(obs, -self.clip_obs, self.clip_obs).astype(np.float32)
@@ -172,6 +199,8 @@ class VecWrapper(gym.vector.VectorWrapper):
             infos["final_obs"] = self._obs(final, update=False)
             infos["episode"] = {"r": np.where(dones, self.ep_return, 0.0), "l": np.where(dones, self.ep_length, 0)}
             infos["_episode"] = dones
+            if "video" in infos.get("final_info", {}):  # sub-env 0 recorded the episode that just ended
+                infos["video"] = infos["final_info"]["video"][0]
             self.ep_return[dones] = 0
             self.ep_length[dones] = 0
         obs = self._obs(obs, update=True)

@@ -35,12 +35,13 @@ class DMCEnv(gym.Env):
     """One dm_control task. A time-limit end (discount 1) is a truncation, an end with
     discount 0 a termination; episodes are the suite's 1000 steps."""
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, domain: str, task: str):
+    def __init__(self, domain: str, task: str, render_mode: str | None = None, size: int | None = None):
         from dm_control import suite
 
         self._env = suite.load(domain, task)
+        self.render_mode, self.size = render_mode, size or 256
         dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
         spec = self._env.action_spec()
@@ -67,6 +68,13 @@ class DMCEnv(gym.Env):
         terminated = bool(ts.last() and ts.discount == 0.0)
         truncated = bool(ts.last() and not terminated)
         return self._flat(ts.observation), float(ts.reward or 0.0), terminated, truncated, {}
+
+    def render(self):
+        """The task's first camera (the suite's tracking view), size x size RGB."""
+        return self._env.physics.render(self.size, self.size, camera_id=0)
+
+    def close(self):
+        self._env.physics.free()  # its OpenGL context, if it rendered: freed now, not at interpreter exit
 
     def get_state(self) -> dict:
         env = self._env
