@@ -171,7 +171,8 @@ def evaluate_run(run_dir, args, video_dir):
         seed = args.seed + k
         record = video_dir if (video_dir and (args.video or k == 0)) else None
         vec, obs = envs.make_env(env_id, 1, seed, normalize=ppo, gamma=run_args.gamma, friction_period=friction_period,
-                                 start_step=start_step, video_dir=record, video_size=args.video_size, frozen_obs_stats=stats)
+                                 start_step=start_step, video_dir=record, video_size=args.video_size,
+                                 frozen_obs_stats=stats)
         if policy is None:
             space = vec.single_action_space
             policy = make_policy(module, checkpoint, obs.shape[1], space.shape[0], space.low, space.high)

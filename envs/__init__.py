@@ -25,7 +25,8 @@ import os
 if "MUJOCO_GL" not in os.environ:
     os.environ["MUJOCO_GL"] = os.environ["ENVS_DEFAULT_MUJOCO_GL"] = "disable"
 # MUJOCO_GL as the user set it (None: not set)
-USER_MUJOCO_GL = None if os.environ["MUJOCO_GL"] == os.environ.get("ENVS_DEFAULT_MUJOCO_GL") else os.environ["MUJOCO_GL"]
+_ours = os.environ["MUJOCO_GL"] == os.environ.get("ENVS_DEFAULT_MUJOCO_GL")
+USER_MUJOCO_GL = None if _ours else os.environ["MUJOCO_GL"]
 
 from envs.core import ENV_ID_HELP, MUJOCO_IDS, get_env_state, make_env, set_env_state, validate_env_id
 from envs.friction import FRICTION_SCHEDULE, friction_multiplier

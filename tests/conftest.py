@@ -20,7 +20,8 @@ TINY = ["--env-id", "InvertedPendulum-v5", "--num-envs", "2", "--num-steps", "25
 def run_script(script, *args, run_dir, check=True, timeout=300, env=None):
     """Run `python <script> args --run-dir run_dir` (run_dir None: no --run-dir) from the repository root
     (with `env` as the whole environment, if given)."""
-    cmd = [sys.executable, str(ROOT / script), *map(str, args), *([] if run_dir is None else ["--run-dir", str(run_dir)])]
+    cmd = [sys.executable, str(ROOT / script), *map(str, args)]
+    cmd += [] if run_dir is None else ["--run-dir", str(run_dir)]
     env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:

@@ -27,7 +27,8 @@ def runs(tmp_path_factory):
     """{file: its run directory}, each a short run on InvertedPendulum-v5 (SAC: Pendulum-v1)."""
     out = {}
     for script, method in METHOD.items():
-        base = [*TINY_SAC, "--total-timesteps", "600"] if script == "sac_sbp.py" else [*TINY, "--total-timesteps", "1024"]
+        sac = script == "sac_sbp.py"
+        base = [*TINY_SAC, "--total-timesteps", "600"] if sac else [*TINY, "--total-timesteps", "1024"]
         run_dir = tmp_path_factory.mktemp(script[:-3])
         run_script(script, *base, *method, run_dir=run_dir)
         out[script] = only_run(run_dir)
@@ -77,7 +78,8 @@ def test_evaluation_of_every_file_is_deterministic_on_fresh_seeds_and_agrees_wit
     del state["script"], state["format"]
     torch.save(state, old / "checkpoint.pt")
     evaluate_main(monkeypatch, old, "--episodes", 3, "--seed", 50)
-    assert [(r["script"], r["return"]) for r in read_rows(old / "evaluation.csv")] == [(script, r["return"]) for r in rows]
+    old_rows = read_rows(old / "evaluation.csv")
+    assert [(r["script"], r["return"]) for r in old_rows] == [(script, r["return"]) for r in rows]
 
 
 def test_evaluation_normalises_observations_with_the_runs_statistics_frozen():
@@ -111,7 +113,7 @@ def test_video_per_episode_and_gif_are_readable_with_one_frame_per_step(runs, tm
     assert proc.stderr == "", proc.stderr  # no noise at exit: the renderers were closed
     for run in (ppo, p3o):
         rows = read_rows(run / "evaluation.csv")
-        assert {r["env_id"] for r in rows} == {"cyclefriction/InvertedPendulum-v5"} and {r["friction"] for r in rows} == {"2"}
+        assert {(r["env_id"], r["friction"]) for r in rows} == {("cyclefriction/InvertedPendulum-v5", "2")}
         for row in rows:
             frames = envs.read_mp4(row["video"])
             assert frames.shape == (int(row["length"]) + 1, 64, 64, 3)  # the first observation and one per step
