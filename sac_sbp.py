@@ -61,7 +61,7 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from envs import get_env_state, make_env, set_env_state, validate_env_id
+from envs import choose_gl_backend, get_env_state, log_video, make_env, set_env_state, validate_env_id
 
 
 @dataclass
@@ -86,8 +86,9 @@ class Args:
     resume: Optional[str] = None
     """a run directory to continue from its last checkpoint (or the one before it, when that is unreadable)
     with its saved arguments; of those given with it only --total-timesteps, --cuda (always this command's),
-    --threads, --async-envs, --checkpoint-every, --save-buffer, --log-every, --metrics-every and the GPU
-    fast-path flags may differ from the run's, any other that differs is refused"""
+    --threads, --async-envs, --checkpoint-every, --save-buffer, --log-every, --metrics-every, the GPU
+    fast-path flags, --capture-video, --video-every, --track and the W&B names may differ from the run's,
+    any other that differs is refused"""
     checkpoint_every: int = 100_000
     """write a checkpoint every this many environment steps (and at the end, on Ctrl-C and on SIGTERM)"""
     save_buffer: bool = True
@@ -101,6 +102,18 @@ class Args:
     """log plasticity metrics and print the progress line every this many environment steps"""
     dormant_threshold: float = 0.1
     """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
+    capture_video: bool = False
+    """record env 0's episodes as MP4s in <run>/videos/, also logged to TensorBoard (videos/env0): the first
+    episode that starts after every --video-every environment steps; needs OpenGL (README: Watch a trained agent)"""
+    video_every: int = 100_000
+    """with --capture-video: environment steps (over all envs) from one recorded episode to the next"""
+    track: bool = False
+    """also log the run to Weights & Biases (wandb.init with sync_tensorboard: the TensorBoard keys); without a
+    network, set WANDB_MODE=offline and upload the run later with `wandb sync`"""
+    wandb_project_name: str = "sustainable-plasticity"
+    """the Weights & Biases project of --track"""
+    wandb_entity: Optional[str] = None
+    """the Weights & Biases team or user of --track (default: your default entity)"""
 
     # Environment
     env_id: str = "Hopper-v5"
@@ -221,12 +234,23 @@ def validate_args(args: Args) -> None:
         (args.log_every >= 1, f"--log-every {args.log_every} must be >= 1"),
         (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
         (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
+        (args.video_every >= 1, f"--video-every {args.video_every} must be >= 1"),
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
         (args.cuda or not args.cudagraphs, "--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)"),
     ]
     errors = [message for ok, message in checks if not ok]
+    if args.capture_video:  # an OpenGL backend, chosen before MuJoCo or dm_control is imported (validate_env_id)
+        try:
+            choose_gl_backend("--capture-video")
+        except ValueError as e:
+            errors.append(str(e))
+    if args.track:
+        try:
+            import wandb  # noqa: F401
+        except ImportError as e:
+            errors.append(f"--track needs wandb, which cannot be imported ({describe(e)}): pip install wandb")
     try:
         validate_env_id(args.env_id)
     except ValueError as e:
@@ -713,7 +737,8 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 # saved one, any other argument given must equal the run's. Names that Args lacks are ignored. --cuda is always
 # this command's, given or not: the device belongs to the machine.
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "save_buffer", "log_every",
-                     "metrics_every", "compile", "cudagraphs", "resume", "run_dir")
+                     "metrics_every", "compile", "cudagraphs", "resume", "run_dir", "capture_video", "video_every",
+                     "track", "wandb_project_name", "wandb_entity")
 
 
 def describe(error):
@@ -877,7 +902,8 @@ def main():
     start_step = checkpoint["global_step"] if checkpoint else 0
     envs, next_obs = make_env(args.env_id, args.num_envs, args.seed, normalize=False, gamma=args.gamma,
                               async_envs=args.async_envs, friction_period=args.friction_period,
-                              start_step=start_step)
+                              start_step=start_step, video_every=args.video_every,
+                              video_dir=os.path.join(run_dir, "videos") if args.capture_video else None)
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
     low, high = envs.single_action_space.low, envs.single_action_space.high
@@ -933,6 +959,11 @@ def main():
                                                                 log_alpha, args)
 
     os.makedirs(run_dir, exist_ok=True)
+    if args.track:  # before the SummaryWriter, so that W&B syncs its event files (as CleanRL)
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=os.path.basename(run_dir), save_code=True)
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
         f"|{k}|{v}|" for k, v in vars(args).items()))
@@ -996,6 +1027,8 @@ def main():
                 recent_returns.append(float(infos["episode"]["r"][i]))
                 writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
                 writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
+        if "video" in infos:  # --capture-video: env 0's episode that just ended
+            log_video(writer, "videos/env0", infos["video"], global_step)
 
         # ---- Learn: one update per environment step ----
         learning = rb.size * args.num_envs >= max(args.learning_starts, 1)
@@ -1099,6 +1132,8 @@ def main():
               f"({steps / (time.process_time() - learn_start[2]):.1f} per second of this process's CPU time)")
     envs.close()
     writer.close()
+    if args.track:
+        wandb.finish()
 
 
 if __name__ == "__main__":
