@@ -5,7 +5,9 @@ method. Every --reset-frequency environment steps, after the PPO update:
   1. copy the actor (mean network and log-std) to a frozen teacher pi_tem;
   2. cycle reset: re-initialise the input weights and bias of the next slice of
      --reset-rate of the neurons of every hidden layer of the actor (walking a pointer
-     round the layer), and zero their Adam moments;
+     round the layer); their Adam moments are left as they are (--reset-adam zeroes them;
+     README "Choices where the paper is silent": zeroed moments under a high step count move
+     the fresh weights 2-4x as far as the others in the first update);
   3. inner distillation: with the reset neurons frozen, train the rest of the actor on
      the rollout's observations with the alpha-weighted double KL
      alpha*KL(pi_tem||pi) + (1-alpha)*KL(pi||pi_tem) until its mean is <= --distill-tau.
@@ -33,6 +35,7 @@ import random
 import signal
 import sys
 import time
+import types
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -147,6 +150,10 @@ class Args:
     """environment steps (over all envs) between resets, checked after each update"""
     reset_range: float = 1.0
     """share of each hidden layer the cycle walks (1.0 = whole layer; the paper's ablation: 0.2/0.5/0.8)"""
+    reset_adam: bool = False
+    """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
+    optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
+    2-4x as far as the others (README "Choices where the paper is silent"); off by default: moments left as they are"""
     distill_alpha: float = 0.4
     """alpha of the double KL: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)"""
     distill_tau: float = 0.01
@@ -375,9 +382,12 @@ def hidden_linears(net):
     return [m for m in net if isinstance(m, nn.Linear)][:-1]
 
 
+KEEP_ADAM = types.SimpleNamespace(state={})  # an optimiser stand-in with no moments: they are left as they are
+
+
 def reinit_neurons(layer, rows, optimizer):
     """Re-initialise the input weights and bias of neurons `rows` of `layer` with the layer's
-    initialiser and zero their Adam moments, so stale moments do not push fresh weights."""
+    initialiser and zero their Adam moments in `optimizer` (KEEP_ADAM leaves them as they are)."""
     fresh = layer_init(nn.Linear(layer.in_features, layer.out_features)).to(layer.weight.device)
     with torch.no_grad():
         layer.weight[rows] = fresh.weight[rows]
@@ -390,12 +400,13 @@ def reinit_neurons(layer, rows, optimizer):
 
 
 def cycle_reset(actor_mean, optimizer, k, args):
-    """Cycle reset of slice k of every hidden layer; returns [(layer, reset rows)]."""
+    """Cycle reset of slice k of every hidden layer (their Adam moments zeroed only with --reset-adam);
+    returns [(layer, reset rows)]."""
     frozen = []
     for layer in hidden_linears(actor_mean):
         start, end = cycle_slice(k, args.reset_rate, round(args.reset_range * layer.out_features))
         rows = torch.arange(start, end, device=layer.weight.device)
-        reinit_neurons(layer, rows, optimizer)
+        reinit_neurons(layer, rows, optimizer if args.reset_adam else KEEP_ADAM)
         frozen.append((layer, rows))
     return frozen
 
@@ -559,9 +570,9 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
                      "wandb_entity")
-# Arguments added since format 0, with the value that runs written before them had: a format-0 checkpoint
-# lacking one resumes with that value. Names that Args lacks are ignored.
-ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None}
+# Arguments added since checkpoints were first written, with the value that runs written before them had: a
+# checkpoint lacking one resumes with that value. Names that Args lacks are ignored.
+ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True}
 
 
 def describe(error):
@@ -646,8 +657,6 @@ def load_checkpoint(run_dir):
             saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
             if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
                 header = {"script": script, "format": CHECKPOINT_FORMAT}
-                checkpoint["args"] = {**{k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields},
-                                      **checkpoint["args"]}
         if "script" not in header or "format" not in header:
             sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
                      f"{script}'s; resume it with the file that wrote it, or start a new run")
@@ -659,6 +668,9 @@ def load_checkpoint(run_dir):
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
+        fields = {f.name for f in dataclasses.fields(Args)}
+        added = {k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields}
+        checkpoint["args"] = {**added, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")

@@ -486,7 +486,7 @@ def cbp_generate(net, replace, state, optimizer, args):
 
 def reinit_neurons(layer, rows, optimizer):
     """Re-initialise the input weights and bias of neurons `rows` of `layer` with the layer's
-    initialiser and zero their Adam moments, so stale moments do not push fresh weights."""
+    initialiser and zero their Adam moments in `optimizer` (KEEP_ADAM leaves them as they are)."""
     fresh = layer_init(nn.Linear(layer.in_features, layer.out_features)).to(layer.weight.device)
     with torch.no_grad():
         layer.weight[rows] = fresh.weight[rows]
@@ -673,9 +673,9 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
                      "wandb_entity")
-# Arguments added since format 0, with the value that runs written before them had: a format-0 checkpoint
-# lacking one resumes with that value. Names that Args lacks are ignored.
-ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None}
+# Arguments added since checkpoints were first written, with the value that runs written before them had: a
+# checkpoint lacking one resumes with that value. Names that Args lacks are ignored.
+ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True}
 
 
 def describe(error):
@@ -760,8 +760,6 @@ def load_checkpoint(run_dir):
             saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
             if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
                 header = {"script": script, "format": CHECKPOINT_FORMAT}
-                checkpoint["args"] = {**{k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields},
-                                      **checkpoint["args"]}
         if "script" not in header or "format" not in header:
             sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
                      f"{script}'s; resume it with the file that wrote it, or start a new run")
@@ -773,6 +771,9 @@ def load_checkpoint(run_dir):
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
+        fields = {f.name for f in dataclasses.fields(Args)}
+        added = {k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields}
+        checkpoint["args"] = {**added, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")

@@ -4,7 +4,8 @@ A copy of ppo_continuous.py plus the cycle reset; `diff ppo_continuous.py ppo_cy
 method. Every --reset-frequency environment steps, after the PPO update, re-initialise the
 input weights and bias of the next slice of --reset-rate of the neurons of every hidden layer
 of the actor (walking a pointer round the layer, so one cycle of ceil(1/rate) resets covers
-every neuron exactly once) and zero their Adam moments; then carry on training. The cycle
+every neuron exactly once), leaving their Adam moments as they are (--reset-adam zeroes them,
+see p3o_continuous.py); then carry on training. The cycle
 reset code is p3o_continuous.py's, copied. --inner-distill adds P3O's inner distillation
 after each reset (the paper's INDS ablation, Fig. 22), which makes this file P3O again.
 The critic is never reset (the paper resets the policy only).
@@ -31,6 +32,7 @@ import random
 import signal
 import sys
 import time
+import types
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -145,6 +147,10 @@ class Args:
     """environment steps (over all envs) between resets, checked after each update"""
     reset_range: float = 1.0
     """share of each hidden layer the cycle walks (1.0 = whole layer; the paper's ablation: 0.2/0.5/0.8)"""
+    reset_adam: bool = False
+    """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
+    optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
+    2-4x as far as the others (README "Choices where the paper is silent"); off by default: moments left as they are"""
     inner_distill: bool = False
     """after each reset, distil from a copy of the pre-reset actor (the paper's INDS ablation, Fig. 22)"""
     distill_alpha: float = 0.4
@@ -369,9 +375,12 @@ def hidden_linears(net):
     return [m for m in net if isinstance(m, nn.Linear)][:-1]
 
 
+KEEP_ADAM = types.SimpleNamespace(state={})  # an optimiser stand-in with no moments: they are left as they are
+
+
 def reinit_neurons(layer, rows, optimizer):
     """Re-initialise the input weights and bias of neurons `rows` of `layer` with the layer's
-    initialiser and zero their Adam moments, so stale moments do not push fresh weights."""
+    initialiser and zero their Adam moments in `optimizer` (KEEP_ADAM leaves them as they are)."""
     fresh = layer_init(nn.Linear(layer.in_features, layer.out_features)).to(layer.weight.device)
     with torch.no_grad():
         layer.weight[rows] = fresh.weight[rows]
@@ -384,12 +393,13 @@ def reinit_neurons(layer, rows, optimizer):
 
 
 def cycle_reset(actor_mean, optimizer, k, args):
-    """Cycle reset of slice k of every hidden layer; returns [(layer, reset rows)]."""
+    """Cycle reset of slice k of every hidden layer (their Adam moments zeroed only with --reset-adam);
+    returns [(layer, reset rows)]."""
     frozen = []
     for layer in hidden_linears(actor_mean):
         start, end = cycle_slice(k, args.reset_rate, round(args.reset_range * layer.out_features))
         rows = torch.arange(start, end, device=layer.weight.device)
-        reinit_neurons(layer, rows, optimizer)
+        reinit_neurons(layer, rows, optimizer if args.reset_adam else KEEP_ADAM)
         frozen.append((layer, rows))
     return frozen
 
@@ -553,9 +563,9 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
                      "wandb_entity")
-# Arguments added since format 0, with the value that runs written before them had: a format-0 checkpoint
-# lacking one resumes with that value. Names that Args lacks are ignored.
-ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None}
+# Arguments added since checkpoints were first written, with the value that runs written before them had: a
+# checkpoint lacking one resumes with that value. Names that Args lacks are ignored.
+ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True}
 
 
 def describe(error):
@@ -640,8 +650,6 @@ def load_checkpoint(run_dir):
             saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
             if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
                 header = {"script": script, "format": CHECKPOINT_FORMAT}
-                checkpoint["args"] = {**{k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields},
-                                      **checkpoint["args"]}
         if "script" not in header or "format" not in header:
             sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
                      f"{script}'s; resume it with the file that wrote it, or start a new run")
@@ -653,6 +661,9 @@ def load_checkpoint(run_dir):
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
+        fields = {f.name for f in dataclasses.fields(Args)}
+        added = {k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields}
+        checkpoint["args"] = {**added, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")

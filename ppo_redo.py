@@ -10,7 +10,9 @@ Every --reset-frequency environment steps, after the PPO update:
      SBP's 2,304 = 300 x 7.68); --redo-threshold T restores the original rule (every neuron
      whose score is <= T);
   3. reset as ReDo does: re-initialise their input weights and bias, set their outgoing
-     weights (the next Linear's columns) to zero, and zero the Adam moments of both.
+     weights (the next Linear's columns) to zero. ReDo's reference also zeroes the Adam moments
+     of both; here they are left as they are unless --reset-adam is given, as in the other
+     reset files (README "Choices where the paper is silent").
 --inner-distill adds P3O's inner distillation after each reset (the paper's INDS ablation,
 Fig. 22). The critic is never reset (the paper resets the policy only).
 
@@ -36,6 +38,7 @@ import random
 import signal
 import sys
 import time
+import types
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -151,6 +154,10 @@ class Args:
     redo_threshold: Optional[float] = None
     """the original ReDo rule instead of the bottom share: reset every neuron whose score is <= this
     (Sokar et al. use 0.025 to 0.1); off by default, as the paper"""
+    reset_adam: bool = False
+    """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
+    optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
+    2-4x as far as the others (README "Choices where the paper is silent"); off by default: moments left as they are"""
     inner_distill: bool = False
     """after each reset, distil from a copy of the pre-reset actor (the paper's INDS ablation, Fig. 22)"""
     distill_alpha: float = 0.4
@@ -383,9 +390,12 @@ def redo_select(scores, args):
     return [torch.argsort(score, stable=True)[:math.floor(args.reset_rate * len(score) + 1e-9)] for score in scores]
 
 
+KEEP_ADAM = types.SimpleNamespace(state={})  # an optimiser stand-in with no moments: they are left as they are
+
+
 def reinit_neurons(layer, rows, optimizer):
     """Re-initialise the input weights and bias of neurons `rows` of `layer` with the layer's
-    initialiser and zero their Adam moments, so stale moments do not push fresh weights."""
+    initialiser and zero their Adam moments in `optimizer` (KEEP_ADAM leaves them as they are)."""
     fresh = layer_init(nn.Linear(layer.in_features, layer.out_features)).to(layer.weight.device)
     with torch.no_grad():
         layer.weight[rows] = fresh.weight[rows]
@@ -410,7 +420,8 @@ def zero_outgoing(next_layer, rows, optimizer):
 
 def redo_reset(net, rows_per_layer, optimizer):
     """ReDo's reset of the selected neurons of every hidden layer: fresh input weights and bias,
-    zero outgoing weights, Adam moments of both zeroed. Returns [(layer, reset rows)]."""
+    zero outgoing weights, Adam moments of both zeroed in `optimizer` (KEEP_ADAM: left as they are).
+    Returns [(layer, reset rows)]."""
     linears = [m for m in net if isinstance(m, nn.Linear)]
     frozen = []
     for layer, next_layer, rows in zip(linears, linears[1:], rows_per_layer):
@@ -584,9 +595,9 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
                      "wandb_entity")
-# Arguments added since format 0, with the value that runs written before them had: a format-0 checkpoint
-# lacking one resumes with that value. Names that Args lacks are ignored.
-ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None}
+# Arguments added since checkpoints were first written, with the value that runs written before them had: a
+# checkpoint lacking one resumes with that value. Names that Args lacks are ignored.
+ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True}
 
 
 def describe(error):
@@ -671,8 +682,6 @@ def load_checkpoint(run_dir):
             saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
             if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
                 header = {"script": script, "format": CHECKPOINT_FORMAT}
-                checkpoint["args"] = {**{k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields},
-                                      **checkpoint["args"]}
         if "script" not in header or "format" not in header:
             sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
                      f"{script}'s; resume it with the file that wrote it, or start a new run")
@@ -684,6 +693,9 @@ def load_checkpoint(run_dir):
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
+        fields = {f.name for f in dataclasses.fields(Args)}
+        added = {k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields}
+        checkpoint["args"] = {**added, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
@@ -882,7 +894,7 @@ def main():
             distill = args.inner_distill and any(len(rows) for rows in rows_per_layer)
             if distill:
                 distiller.snapshot()
-            frozen = redo_reset(agent.actor_mean, rows_per_layer, optimizer)
+            frozen = redo_reset(agent.actor_mean, rows_per_layer, optimizer if args.reset_adam else KEEP_ADAM)
             for i, rows in enumerate(rows_per_layer):
                 redo["reset_counts"][i, rows.cpu().numpy()] += 1
             writer.add_scalar("reset/neurons_reset", sum(len(rows) for rows in rows_per_layer), global_step)

@@ -5,7 +5,8 @@ tanh-squashed Gaussian actor with state-dependent log-std, automatic entropy tun
 policy updates) plus SBP on the actor. Every --reset-frequency environment steps:
   1. copy the actor to a frozen teacher;
   2. reset --reset-rate of the neurons of every hidden layer of the actor (input weights and
-     bias re-drawn from the layer's initialiser, Adam moments zeroed):
+     bias re-drawn from the layer's initialiser, Adam moments left as they are unless
+     --reset-adam, as in p3o_continuous.py):
      --reset cycle walks a pointer round the layer as p3o_continuous.py does;
      --reset redo takes the lowest ReDo scores (mean |activation| / layer mean) on a sample
      of the replay buffer and also zeroes the neurons' outgoing weights (as ReDo does);
@@ -51,6 +52,7 @@ import random
 import signal
 import sys
 import time
+import types
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -182,6 +184,10 @@ class Args:
     redo_threshold: Optional[float] = None
     """redo only: the original ReDo rule instead of the bottom share: reset every neuron whose score
     is <= this (Sokar et al. use 0.025 to 0.1); off by default, as the paper"""
+    reset_adam: bool = False
+    """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
+    optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
+    2-4x as far as the others (README "Choices where the paper is silent"); off by default: moments left as they are"""
     distill_alpha: float = 0.8
     """alpha of the double KL: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher) (Table 6: 0.8)"""
     distill_samples: int = 8_192
@@ -524,9 +530,12 @@ def hidden_linears(net):
     return [m for m in net if isinstance(m, nn.Linear)][:-1]
 
 
+KEEP_ADAM = types.SimpleNamespace(state={})  # an optimiser stand-in with no moments: they are left as they are
+
+
 def reinit_neurons(layer, rows, optimizer):
     """Re-initialise the input weights and bias of neurons `rows` of `layer` with the layer's
-    initialiser and zero their Adam moments, so stale moments do not push fresh weights."""
+    initialiser and zero their Adam moments in `optimizer` (KEEP_ADAM leaves them as they are)."""
     fresh = layer_init(nn.Linear(layer.in_features, layer.out_features)).to(layer.weight.device)
     with torch.no_grad():
         layer.weight[rows] = fresh.weight[rows]
@@ -539,12 +548,13 @@ def reinit_neurons(layer, rows, optimizer):
 
 
 def cycle_reset(actor_mean, optimizer, k, args):
-    """Cycle reset of slice k of every hidden layer; returns [(layer, reset rows)]."""
+    """Cycle reset of slice k of every hidden layer (their Adam moments zeroed only with --reset-adam);
+    returns [(layer, reset rows)]."""
     frozen = []
     for layer in hidden_linears(actor_mean):
         start, end = cycle_slice(k, args.reset_rate, round(args.reset_range * layer.out_features))
         rows = torch.arange(start, end, device=layer.weight.device)
-        reinit_neurons(layer, rows, optimizer)
+        reinit_neurons(layer, rows, optimizer if args.reset_adam else KEEP_ADAM)
         frozen.append((layer, rows))
     return frozen
 
@@ -583,7 +593,8 @@ def zero_outgoing(next_layer, rows, optimizer):
 
 def redo_reset(net, rows_per_layer, optimizer):
     """ReDo's reset of the selected neurons of every hidden layer: fresh input weights and bias,
-    zero outgoing weights, Adam moments of both zeroed. Returns [(layer, reset rows)]."""
+    zero outgoing weights, Adam moments of both zeroed in `optimizer` (KEEP_ADAM: left as they are).
+    Returns [(layer, reset rows)]."""
     linears = [m for m in net if isinstance(m, nn.Linear)]
     frozen = []
     for layer, next_layer, rows in zip(linears, linears[1:], rows_per_layer):
@@ -740,6 +751,10 @@ RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkp
                      "metrics_every", "compile", "cudagraphs", "resume", "run_dir", "capture_video", "video_every",
                      "track", "wandb_project_name", "wandb_entity")
 
+# Arguments added since checkpoints were first written, with the value that runs written before them had: a
+# checkpoint lacking one resumes with that value.
+ARGS_BEFORE_THEY_EXISTED = {"reset_adam": True}
+
 
 def describe(error):
     """An exception in a few words for a one-line message: its type and first sentence."""
@@ -821,7 +836,7 @@ def load_checkpoint(run_dir):
             # format 0, from before checkpoints named their file, has the same contents: it is this file's
             # when its arguments are this file's (less ones added since, which may change on resume)
             saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
-            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE):
+            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
                 header = {"script": script, "format": CHECKPOINT_FORMAT}
         if "script" not in header or "format" not in header:
             sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
@@ -834,6 +849,9 @@ def load_checkpoint(run_dir):
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
+        fields = {f.name for f in dataclasses.fields(Args)}
+        added = {k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields}
+        checkpoint["args"] = {**added, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
@@ -1099,7 +1117,8 @@ def main():
                     writer.add_scalar("reset/pointer", sbp["reset_index"] * args.reset_rate, global_step)
                     sbp["reset_index"] = (sbp["reset_index"] + 1) % math.ceil(1 / args.reset_rate - 1e-9)
                 else:
-                    frozen = redo_reset(actor.net, redo_select(redo_scores(actor.net, sample), args), actor_optimizer)
+                    frozen = redo_reset(actor.net, redo_select(redo_scores(actor.net, sample), args),
+                                        actor_optimizer if args.reset_adam else KEEP_ADAM)
                 for i, (layer, rows) in enumerate(frozen):
                     sbp["reset_counts"][i, rows.cpu().numpy()] += 1
                 writer.add_scalar("reset/neurons_reset", sum(len(rows) for _, rows in frozen), global_step)

@@ -90,7 +90,7 @@ TABLE4_KEYS = ["reset/total_resets", "reset/avg_resets_per_neuron", "reset/share
 # ---- Cycle ----
 @pytest.mark.parametrize("width, rate", [(256, 0.01), (10, 0.3)])
 def test_cycle_reset_covers_every_neuron_exactly_once_per_cycle(width, rate):
-    args = cycle.Args(hidden_dim=width, reset_rate=rate)
+    args = cycle.Args(hidden_dim=width, reset_rate=rate, reset_adam=True)
     agent = cycle.Agent(5, 2, args)
     optimizer = torch.optim.Adam(agent.parameters())
     agent.actor_mean(torch.randn(8, 5)).sum().backward()

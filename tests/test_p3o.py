@@ -44,12 +44,15 @@ def changed_rows(before, after):
     return set(torch.nonzero((before != after).any(dim=1)).flatten().tolist())
 
 
-def test_cycle_reset_walks_the_layer_and_resets_adam_moments():
+@pytest.mark.parametrize("reset_adam", [False, True])
+def test_cycle_reset_walks_the_layer_and_zeroes_adam_moments_only_with_reset_adam(reset_adam):
     torch.manual_seed(0)
-    agent, args = make_agent()
+    agent, args = make_agent(reset_adam=reset_adam)
     optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3)
     agent.actor_mean(torch.randn(8, 6)).sum().backward()
     optimizer.step()  # non-zero moments everywhere
+    moments = {key: {p: optimizer.state[p][key].clone() for p in agent.actor_mean.parameters()}
+               for key in ("exp_avg", "exp_avg_sq")}
     layers = p3o.hidden_linears(agent.actor_mean)
     assert len(layers) == 3
     reset_times = np.zeros((3, 256), dtype=int)
@@ -58,11 +61,16 @@ def test_cycle_reset_walks_the_layer_and_resets_adam_moments():
         frozen = p3o.cycle_reset(agent.actor_mean, optimizer, k, args)
         for i, (layer, rows) in enumerate(frozen):
             assert changed_rows(before[i], layer.weight.detach()) == set(rows.tolist())
-            assert optimizer.state[layer.weight]["exp_avg"][rows].abs().sum() == 0
-            assert optimizer.state[layer.weight]["exp_avg_sq"][rows].abs().sum() == 0
+            for key in ("exp_avg", "exp_avg_sq"):
+                for param in (layer.weight, layer.bias):
+                    now, start = optimizer.state[param][key], moments[key][param]
+                    expected = torch.zeros_like(now[rows]) if reset_adam else start[rows]
+                    assert torch.equal(now[rows], expected)
+                    assert torch.count_nonzero(start[rows]) > 0  # so zeroed and kept differ
             reset_times[i, rows.numpy()] += 1
-            if k == 0:  # the rows not reset keep their moments
-                assert (optimizer.state[layer.weight]["exp_avg_sq"][rows.max() + 1:].abs().sum(1) > 0).all()
+            if k == 0:  # the rows not reset keep their moments either way
+                assert torch.equal(optimizer.state[layer.weight]["exp_avg_sq"][rows.max() + 1:],
+                                   moments["exp_avg_sq"][layer.weight][rows.max() + 1:])
     assert (reset_times == 1).all()
 
 

@@ -99,6 +99,18 @@ def test_checkpoint_from_before_format_1_is_resumed_by_its_own_file_only(tmp_pat
     assert f"is not a checkpoint of {script}" in resume_error(monkeypatch, script, run)
 
 
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "ppo_continuous.py"])
+def test_a_run_from_before_reset_adam_resumes_with_the_moments_zeroed_as_it_ran(tmp_path, script):
+    """Runs written before --reset-adam existed zeroed the reset rows' Adam moments (CBP's runs always
+    saved the argument); any checkpoint lacking it resumes that way, not with today's default."""
+    run = hand_made_run(tmp_path, script)
+    assert module(script).Args().reset_adam is False
+    edit_checkpoint(run / "checkpoint.pt", drop_args=["reset_adam"])
+    assert module(script).load_checkpoint(str(run))["args"]["reset_adam"] is True
+    edit_checkpoint(run / "checkpoint.pt", args=dataclasses.asdict(module(script).Args(reset_adam=False)))
+    assert module(script).load_checkpoint(str(run))["args"]["reset_adam"] is False  # a saved value is kept
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_arguments_given_with_resume_may_change_only_when_allowed(tmp_path, monkeypatch, script):
     m = module(script)

@@ -137,7 +137,8 @@ def trained_actor(obs, **kw):
 def test_reset_then_distill_keeps_frozen_rows_and_reaches_tau(reset, compile):
     """On the eager reference and on the fast path's compiled minibatch step alike."""
     obs = torch.randn(2048, 5)
-    actor, optimizer, args = trained_actor(obs, reset_rate=0.05, distill_samples=len(obs), compile=compile)
+    actor, optimizer, args = trained_actor(obs, reset_rate=0.05, distill_samples=len(obs), compile=compile,
+                                           reset_adam=True)
     distiller = sac.InnerDistillation(actor, args, obs_dim=5)
     distiller.snapshot()
     teacher = distiller.teacher
