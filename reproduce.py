@@ -642,6 +642,28 @@ def returns_at(points, reached, milestones=MILESTONES, window=WINDOW):
     return {k: v for k, v in out.items() if v is not None}
 
 
+STABILITY_FROM = 1_000_000  # the per-seed stability columns look at the run after this step
+
+
+def stability(returns, approx_kls, post_reset_dkls, reached, start=STABILITY_FROM, window=WINDOW):
+    """Per run, how steady it was after `start`: the best, the worst and the last of the consecutive
+    `window`-step windows (start, start + window], ... up to `reached` (mean episodic return in each),
+    `collapsed` (1 when the last window is below half the best: the issue's definition of a collapse),
+    the number of PPO updates after step 0 whose logged approx-KL exceeds 0.1 and 1, and the median
+    and maximum of the alpha-DKL just after each reset (P3O: reset/distill_loss_start)."""
+    out = {"updates": len(approx_kls), "kl_over_0.1": sum(v > 0.1 for _, v in approx_kls),
+           "kl_over_1": sum(v > 1 for _, v in approx_kls)}
+    if post_reset_dkls:
+        out.update(dkl_median=float(np.median([v for _, v in post_reset_dkls])),
+                   dkl_max=float(max(v for _, v in post_reset_dkls)))
+    windows = [window_mean(returns, lo, lo + window) for lo in range(start, reached - window + 1, window)]
+    windows = [w for w in windows if w is not None]
+    if windows:
+        out.update(best_window=max(windows), worst_window=min(windows), last_window=windows[-1],
+                   collapsed=int(windows[-1] < max(windows) / 2))
+    return out
+
+
 def reset_statistics(reset_counts):
     """The paper's Table 4 from per-neuron reset counts (hidden layers x width)."""
     counts = np.asarray(reset_counts)
@@ -675,7 +697,9 @@ def method_statistics(ckpt):
 CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_timesteps", "status", "steps",
               "final_return", "episodes", "neurons", "total_resets", "avg_resets_per_neuron", "share_neurons_reset",
               "resets", "distill_epochs", "distill_per_reset", "ppo_epochs", "distill_to_ppo", "recovery_epochs",
-              "reset_seconds", "run_dir"] + [f"return_{steps_label(m)}" for m in MILESTONES]
+              "reset_seconds", "run_dir"] + [f"return_{steps_label(m)}" for m in MILESTONES] + [
+              "best_window", "worst_window", "last_window", "collapsed", "updates", "kl_over_0.1", "kl_over_1",
+              "dkl_median", "dkl_max"]
 
 
 def steps_reached(run, state):
@@ -691,8 +715,12 @@ def summarize(run, state, experiment_name, budget):
            "status": f"failed: {state.error}" if state.error else state.status,
            "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT)}
     if state.status in ("done", "partial"):
-        returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
+        scalars = read_scalars(state.run_path, {"charts/episodic_return", "losses/approx_kl",
+                                                "reset/distill_loss_start"})
+        returns = scalars.get("charts/episodic_return", [])
         row.update(returns_at(returns, steps_reached(run, state)))
+        row.update(stability(returns, scalars.get("losses/approx_kl", []), scalars.get("reset/distill_loss_start", []),
+                             steps_reached(run, state)))
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
@@ -845,6 +873,27 @@ def cycle_table(rows, variants, envs, want=None):
                           + ["final return", "steps reached (per seed)"], body)
 
 
+def seed_table(rows, variants, envs):
+    """Per task, method and seed: how steady the run was (stability) beside its final return."""
+    def num(r, key, fmt="{:,.0f}"):
+        return "–" if r.get(key) is None else fmt.format(r[key])
+
+    body = []
+    for env in envs:
+        for v in variants:
+            for r in sorted(select(rows, env=env, variant=v.name), key=lambda r: r["seed"]):
+                if r.get("status") not in ("done", "partial"):
+                    continue
+                body.append([env, v.name, int(r["seed"]), f"{int(r.get('steps', 0)):,}", num(r, "final_return"),
+                             num(r, "best_window"), num(r, "worst_window"), num(r, "last_window"),
+                             "yes" if r.get("collapsed") else "no", f"{num(r, 'kl_over_0.1')} / {num(r, 'updates')}",
+                             num(r, "kl_over_1"), num(r, "dkl_median", "{:.3f}"), num(r, "dkl_max", "{:.3f}")])
+    w = steps_label(WINDOW)
+    return markdown_table(["task", "method", "seed", "steps", "final return", f"best {w} after "
+                           f"{steps_label(STABILITY_FROM)}", f"worst {w}", f"last {w}", "collapse",
+                           "updates with approx-KL > 0.1", "> 1", "post-reset alpha-DKL median", "max"], body)
+
+
 def friction_table(curves, window=WINDOW):
     """Cycle Friction: for each friction change inside the runs and each method, the mean return of
     the episodes logged in the `window` steps before the change, in the `window` after it, and in
@@ -936,7 +985,11 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
     elif experiment.kind == "cycle":
         out += ["## Return across the cycle", "", f"Return at step S: mean of the episodic returns logged in "
                 f"(S - {WINDOW:,}, S]; runs not finished count at the steps they passed.", "",
-                cycle_table(rows, variants, envs, want), ""]
+                cycle_table(rows, variants, envs, want), "", "## Per seed", "",
+                f"Windows: consecutive {WINDOW:,}-step windows from {STABILITY_FROM:,} (mean episodic return in "
+                f"each). Collapse: the last window below half of the best. Approx-KL: the value logged per update "
+                "(the last minibatch's, as CleanRL logs it). Post-reset alpha-DKL: P3O's reset/distill_loss_start.",
+                "", seed_table(rows, variants, envs), ""]
         if friction:
             out += ["## Cycle Friction: return around each friction change", "", friction, ""]
         if over_run:

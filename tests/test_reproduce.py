@@ -428,6 +428,19 @@ def test_returns_at_milestones_count_only_the_steps_a_run_reached():
     assert rp.window_mean(points, 0, 100_000) == 75.0 and rp.window_mean(points, 10, 20) is None
 
 
+def test_stability_finds_a_collapse_and_counts_large_kl_updates():
+    rise_then_fall = [(step, 3000.0 if step <= 1_500_000 else 1000.0) for step in range(50_000, 2_000_001, 50_000)]
+    kls = [(step, kl) for step, kl in zip(range(8192, 10 * 8192, 8192), (0.05, 0.2, 0.5, 1.5, 0.09, 3.0, 0.1, 0.11, 2))]
+    dkls = [(50_000, 0.2), (100_000, 0.3), (150_000, 2.5)]
+    out = rp.stability(rise_then_fall, kls, dkls, reached=2_000_000)
+    assert (out["best_window"], out["worst_window"], out["last_window"], out["collapsed"]) == (3000, 1000, 1000, 1)
+    assert (out["updates"], out["kl_over_0.1"], out["kl_over_1"]) == (9, 6, 3)  # 0.1 itself is not above 0.1
+    assert (out["dkl_median"], out["dkl_max"]) == (0.3, 2.5)
+    steady = rp.stability([(s, 2000.0 + s / 1e6) for s, _ in rise_then_fall], [], [], reached=2_000_000)
+    assert steady["collapsed"] == 0 and "dkl_median" not in steady and steady["updates"] == 0
+    assert "best_window" not in rp.stability(rise_then_fall, [], [], reached=1_050_000)  # no whole window after 1M
+
+
 def fake_long_run(run, reached, offset, every=50_000):
     """A hand-made run that logged return step / 1000 + offset (and an FAU) every `every` steps up to `reached`."""
     from torch.utils.tensorboard import SummaryWriter
@@ -462,6 +475,8 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
     # every change inside the 3.5M steps: before (400k, 500k], after (500k, 600k], end of the phase (900k, 1M]
     assert "| cyclefriction/HalfCheetah-v5 | 500k | 4 → 3 | PPO | 475 | 575 | 975 |" in table
     assert "| cyclefriction/HalfCheetah-v5 | 3M | 3 → 4 | PPO | 2,975 | 3,075 | 3,475 |" in table
-    assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6
+    # per seed, windows of 100k from 1M: best (4.9M, 5M] = 4,975, worst (1M, 1.1M] = 1,075; no KL or reset logged
+    assert "| HalfCheetah-v5 | PPO | 1 | 4,999,680 | 4,775 | 4,975 | 1,075 | 4,975 | no | 0 / 0 | 0 | – | – |" in table
+    assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6 + 1  # return table, changes, seed row
     for png in ("curves_cycle.png", "actor_fau_cycle.png", "plasticity_cycle.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
