@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import tyro
 
+from ppo_continuous import directory_problem
+
 ROOT = Path(__file__).resolve().parent
 PPO_FAMILY = ["ppo_continuous", "p3o_continuous", "ppo_cycle", "ppo_redo", "ppo_cbp"]
 
@@ -100,6 +102,8 @@ def validate(args: Args) -> None:
         errors.append(f"--steps {args.steps} must be at least one rollout ({args.num_envs * args.num_steps})")
     if args.threads < 0:
         errors.append(f"--threads {args.threads} must be >= 0")
+    if directory_problem(args.out):
+        errors.append(f"--out {args.out}: {directory_problem(args.out)}")
     if args.cuda and not torch.cuda.is_available():
         errors.append("--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
                       "install a CUDA build of torch or drop --cuda")

@@ -135,15 +135,19 @@ class Args:
 
 def validate_args(args: Args) -> None:
     """Check every argument before any env, network or directory is made; exit 2 with all problems."""
-    batch = args.num_envs * args.num_steps
+    batch = args.num_envs * args.num_steps  # one rollout; the checks against it wait for valid counts
+    counts_ok = args.num_envs >= 1 and args.num_steps >= 1
+    fits = counts_ok and args.total_timesteps >= batch
+    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
     checks = [
-        (args.total_timesteps >= batch, f"--total-timesteps {args.total_timesteps} must be at least one rollout "
-                                        f"(num_envs x num_steps = {batch})"),
+        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
+        (not counts_ok or args.total_timesteps >= batch, f"--total-timesteps {args.total_timesteps} must be at "
+                                                         f"least one rollout (--num-envs x --num-steps = {batch})"),
         (args.learning_rate > 0, f"--learning-rate {args.learning_rate} must be > 0"),
         (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
         (args.num_steps >= 1, f"--num-steps {args.num_steps} must be >= 1"),
-        (1 <= args.minibatch_size <= batch and batch % args.minibatch_size == 0,
-         f"--minibatch-size {args.minibatch_size} must divide the rollout num_envs x num_steps = {batch}"),
+        (not fits or 1 <= args.minibatch_size <= batch and batch % args.minibatch_size == 0,
+         f"--minibatch-size {args.minibatch_size} must divide the rollout --num-envs x --num-steps = {batch}"),
         (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
         (0 <= args.gae_lambda <= 1, f"--gae-lambda {args.gae_lambda} must be in [0, 1]"),
         (args.update_epochs >= 1, f"--update-epochs {args.update_epochs} must be >= 1"),
@@ -160,6 +164,7 @@ def validate_args(args: Args) -> None:
         (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
         (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
         (args.video_every >= 1, f"--video-every {args.video_every} must be >= 1"),
+        (directory_problem(run_dir) is None, f"{run_dir_flag} {run_dir}: {directory_problem(run_dir)}"),
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
@@ -182,6 +187,19 @@ def validate_args(args: Args) -> None:
         errors.append(f"--env-id: {e}")
     if errors:
         sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def directory_problem(path):
+    """Why a run cannot write in the directory `path` (made when missing): a file in the way, no permission;
+    None when it can."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):

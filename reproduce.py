@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppo_continuous import directory_problem
+
 ROOT = Path(__file__).resolve().parent
 
 # ---------------------------------------------------------------------------------------------
@@ -1247,6 +1249,12 @@ def parse_args(argv=None):
     opts.seeds = opts.seeds or list(range(1, BUDGETS[opts.budget]["seeds"] + 1))
     if opts.workers < 1 or opts.threads < 1:
         p.error("--workers and --threads must be >= 1")
+    bad_seeds = [str(s) for s in opts.seeds if not 0 <= s < 2**31]
+    if bad_seeds:
+        sys.exit(f"error: --seeds {' '.join(bad_seeds)}: a seed must be in [0, 2**31)")
+    for flag, path in (("--runs-dir", opts.runs_dir), ("--results-dir", opts.results_dir)):
+        if opts.experiment != "list" and directory_problem(path):
+            sys.exit(f"error: {flag} {path}: {directory_problem(path)}")
     if opts.envs:  # before anything is planned: an id that cannot exist would only fail in every run
         from envs import validate_env_id
 

@@ -200,13 +200,16 @@ class Args:
 
 def validate_args(args: Args) -> None:
     """Check every argument before any env, network or directory is made; exit 2 with all problems."""
+    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
     checks = [
+        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
         (args.total_timesteps >= args.num_envs, f"--total-timesteps {args.total_timesteps} must be at least "
                                                 f"one vector step (--num-envs {args.num_envs})"),
         (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
         (args.buffer_size >= 2 * args.num_envs, f"--buffer-size {args.buffer_size} must be >= 2 x --num-envs"),
-        (args.buffer_size >= args.learning_starts, f"--buffer-size {args.buffer_size} must be >= --learning-starts "
-                                                   f"{args.learning_starts}, or learning never starts"),
+        (args.buffer_size < 2 * args.num_envs or args.buffer_size >= args.learning_starts,
+         f"--buffer-size {args.buffer_size} must be >= --learning-starts {args.learning_starts}, or learning never "
+         "starts"),
         (args.learning_starts >= 0, f"--learning-starts {args.learning_starts} must be >= 0"),
         (args.batch_size >= 1, f"--batch-size {args.batch_size} must be >= 1"),
         (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
@@ -223,10 +226,10 @@ def validate_args(args: Args) -> None:
         (args.hidden_layers >= 1, f"--hidden-layers {args.hidden_layers} must be >= 1"),
         (0 < args.reset_rate <= 1, f"--reset-rate {args.reset_rate} must be in (0, 1]"),
         (0 < args.reset_range <= 1, f"--reset-range {args.reset_range} must be in (0, 1]"),
-        (args.reset != "redo" or args.redo_threshold is not None
-         or math.floor(args.reset_rate * args.hidden_dim + 1e-9) >= 1,
+        (args.reset != "redo" or not (0 < args.reset_rate <= 1 and args.hidden_dim >= 1)
+         or args.redo_threshold is not None or math.floor(args.reset_rate * args.hidden_dim + 1e-9) >= 1,
          f"--reset-rate {args.reset_rate} x --hidden-dim {args.hidden_dim} is below one neuron: no neuron would "
-         f"ever be reset; raise --reset-rate to at least {1 / args.hidden_dim:.4g} or use --redo-threshold"),
+         f"ever be reset; raise --reset-rate to at least {1 / max(args.hidden_dim, 1):.4g} or use --redo-threshold"),
         (args.redo_threshold is None or args.redo_threshold >= 0,
          f"--redo-threshold {args.redo_threshold} must be >= 0"),
         (args.reset_frequency >= 1, f"--reset-frequency {args.reset_frequency} must be >= 1"),
@@ -241,6 +244,7 @@ def validate_args(args: Args) -> None:
         (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
         (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
         (args.video_every >= 1, f"--video-every {args.video_every} must be >= 1"),
+        (directory_problem(run_dir) is None, f"{run_dir_flag} {run_dir}: {directory_problem(run_dir)}"),
         (not args.cuda or torch.cuda.is_available(),
          "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
          "install a CUDA build of torch or drop --cuda"),
@@ -263,6 +267,19 @@ def validate_args(args: Args) -> None:
         errors.append(f"--env-id: {e}")
     if errors:
         sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def directory_problem(path):
+    """Why a run cannot write in the directory `path` (made when missing): a file in the way, no permission;
+    None when it can."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def layer_init(layer):
