@@ -379,9 +379,10 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
                      "wandb_entity")
-# Arguments added since checkpoints were first written, with the value that runs written before them had: a
-# checkpoint lacking one resumes with that value. Names that Args lacks are ignored.
-ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True}
+# Arguments of this file added since checkpoints were first written, with the value that runs written before
+# them had: a checkpoint lacking one resumes with that value.
+ARGS_BEFORE_THEY_EXISTED = {
+}
 
 
 def describe(error):
@@ -416,8 +417,11 @@ def fast_path(fn, args):
     with --compile the compilation), the third records fn in a CUDA graph, and from then on every
     call replays the graph and returns a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
     addresses they had when it was recorded, so all of them are updated in place (resets too),
-    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference.
+    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference; so is
+    a function marked fn.keep_eager = True (one read through forward hooks, as CBP's PPO step).
     """
+    if getattr(fn, "keep_eager", False):
+        return fn
     if args.compile:
         fn = torch.compile(fn)
     if not args.cudagraphs:
@@ -477,9 +481,7 @@ def load_checkpoint(run_dir):
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
-        fields = {f.name for f in dataclasses.fields(Args)}
-        added = {k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields}
-        checkpoint["args"] = {**added, **checkpoint["args"]}
+        checkpoint["args"] = {**ARGS_BEFORE_THEY_EXISTED, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")

@@ -451,6 +451,8 @@ class InnerDistillation:
         self.teacher_mean = copy.deepcopy(actor_mean).requires_grad_(False)
         self.teacher_logstd = actor_logstd.detach().clone()
         self.target_mean = self.teacher_mean(obs).detach()
+        self.start_mean = copy.deepcopy(self.teacher_mean)  # the actor as the last distillation found it
+        self.start_logstd = self.teacher_logstd.clone()
         self.optimizer = torch.optim.Adam([*actor_mean.parameters(), actor_logstd],
                                           lr=args.distill_lr or args.learning_rate, eps=1e-5)
         self.keep = {layer: torch.ones(layer.out_features, device=obs.device) for layer in hidden_linears(actor_mean)}
@@ -464,26 +466,15 @@ class InnerDistillation:
                 teacher.copy_(actor)
             self.teacher_logstd.copy_(self.actor_logstd)
 
-    def loss_on(self, idx, mean=None, reduction=None):
-        """The mean alpha-DKL over states obs[idx], each reduced over action dimensions by
-        `reduction` (default --distill-kl-reduction); `mean`: the student's mean, if not the actor's."""
+    def loss_on(self, idx, mean=None, logstd=None, reduction=None):
+        """The mean alpha-DKL over states obs[idx], each reduced over action dimensions by `reduction`
+        (default --distill-kl-reduction); of the actor, or of a student with `mean` (on obs[idx]) and `logstd`."""
         mean = self.actor_mean(self.obs[idx]) if mean is None else mean
+        logstd = self.actor_logstd if logstd is None else logstd
         target_mean = self.target_mean[idx]
         loss = alpha_dkl(target_mean, self.teacher_logstd.expand_as(target_mean), mean,
-                         self.actor_logstd.expand_as(mean), self.args.distill_alpha).mean()
+                         logstd.expand_as(mean), self.args.distill_alpha).mean()
         return loss / mean.shape[-1] if (reduction or self.args.distill_kl_reduction) == "mean" else loss
-
-    def mean_without_reset_neurons(self):
-        """The actor's mean on obs with the frozen neurons' activations zeroed, as if their
-        outgoing weights were zero: what the reset costs without the fresh neurons' new output."""
-        h, keep = self.obs, None
-        for module in self.actor_mean:
-            h = module(h)
-            if isinstance(module, nn.Linear):
-                keep = self.keep.get(module)
-            elif keep is not None:
-                h = h * keep
-        return h
 
     def minibatch_step(self, idx):
         self.optimizer.zero_grad(set_to_none=True)
@@ -508,10 +499,8 @@ class InnerDistillation:
                     value.zero_()
             self.target_mean.copy_(self.teacher_mean(self.obs))
             loss_start = loss = self.loss_on(slice(None)).item()
-            self.diagnostics = {  # logged under reset/ per reset (README "Distillation cost over a long run")
-                "policy_std": self.actor_logstd.exp().mean().item(),
-                "distill_kl_sum_start": self.loss_on(slice(None), reduction="sum").item(),
-                "distill_loss_zero_outgoing": self.loss_on(slice(None), self.mean_without_reset_neurons()).item()}
+            self.start_mean.load_state_dict(self.actor_mean.state_dict())  # for diagnostics()
+            self.start_logstd.copy_(self.actor_logstd)
         epochs = 0
         while epochs == 0 or (loss > args.distill_tau and epochs < args.distill_max_epochs):
             permutation = torch.randperm(len(self.obs), device=self.obs.device)
@@ -520,13 +509,31 @@ class InnerDistillation:
             epochs += 1
             with torch.no_grad():
                 loss = self.loss_on(slice(None)).item()
-        with torch.no_grad():  # the share of the final loss that is the log-std's (the means set equal)
-            std_part = self.loss_on(slice(None), self.target_mean).item()
-            self.diagnostics["distill_std_share_end"] = std_part / max(loss, 1e-12)
         if loss > args.distill_tau:
             print(f"warning: distillation hit --distill-max-epochs {args.distill_max_epochs} "
                   f"with loss {loss:.4f} > tau {args.distill_tau}")
         return epochs, loss_start, loss
+
+    @torch.no_grad()
+    def diagnostics(self):
+        """The last distillation's numbers for the study of its cost (README "Distillation cost over a long run"),
+        logged under reset/ per reset; not part of the method. At its start: the policy's std, the alpha-DKL
+        summed over action dimensions, and the loss had the reset neurons' outgoing weights been zero (their
+        activations zeroed: what the reset costs without their new output); at its end: the share of the loss
+        that is the log-std's (the means set equal)."""
+        h, keep = self.obs, None
+        for module, actor_module in zip(self.start_mean, self.actor_mean):
+            h = module(h)
+            if isinstance(module, nn.Linear):
+                keep = self.keep.get(actor_module)
+            elif keep is not None:
+                h = h * keep
+        kl_sum = self.loss_on(slice(None), self.start_mean(self.obs), self.start_logstd, reduction="sum")
+        return {"policy_std": self.start_logstd.exp().mean().item(),
+                "distill_kl_sum_start": kl_sum.item(),
+                "distill_loss_zero_outgoing": self.loss_on(slice(None), h, self.start_logstd).item(),
+                "distill_std_share_end": (self.loss_on(slice(None), self.target_mean).item()
+                                          / max(self.loss_on(slice(None)).item(), 1e-12))}
 
 
 def reset_statistics(reset_counts):
@@ -581,9 +588,11 @@ CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so 
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
                      "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
                      "wandb_entity")
-# Arguments added since checkpoints were first written, with the value that runs written before them had: a
-# checkpoint lacking one resumes with that value. Names that Args lacks are ignored.
-ARGS_BEFORE_THEY_EXISTED = {"distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True}
+# Arguments of this file added since checkpoints were first written, with the value that runs written before
+# them had: a checkpoint lacking one resumes with that value.
+ARGS_BEFORE_THEY_EXISTED = {
+    "distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True,
+}
 
 
 def describe(error):
@@ -618,8 +627,11 @@ def fast_path(fn, args):
     with --compile the compilation), the third records fn in a CUDA graph, and from then on every
     call replays the graph and returns a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
     addresses they had when it was recorded, so all of them are updated in place (resets too),
-    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference.
+    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference; so is
+    a function marked fn.keep_eager = True (one read through forward hooks, as CBP's PPO step).
     """
+    if getattr(fn, "keep_eager", False):
+        return fn
     if args.compile:
         fn = torch.compile(fn)
     if not args.cudagraphs:
@@ -679,9 +691,7 @@ def load_checkpoint(run_dir):
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
-        fields = {f.name for f in dataclasses.fields(Args)}
-        added = {k: v for k, v in ARGS_BEFORE_THEY_EXISTED.items() if k in fields}
-        checkpoint["args"] = {**added, **checkpoint["args"]}
+        checkpoint["args"] = {**ARGS_BEFORE_THEY_EXISTED, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
@@ -894,7 +904,7 @@ def main():
             cycle["resets"] += 1
             if args.inner_distill:
                 epochs, loss_start, loss_end = distiller(frozen)
-                for key, value in distiller.diagnostics.items():
+                for key, value in distiller.diagnostics().items():
                     writer.add_scalar(f"reset/{key}", value, global_step)
                 cycle["distill_epochs"] += epochs
                 writer.add_scalar("reset/distill_epochs", epochs, global_step)

@@ -172,22 +172,33 @@ def test_recovery_train_and_none_modes_run(tmp_path, tiny):
 
 def test_distillation_loss_reduction_learning_rate_and_reset_diagnostics():
     """--distill-kl-reduction mean is the summed alpha-DKL / action dimensions; --distill-lr sets the
-    distillation's Adam; silencing the reset neurons is what their zeroed outgoing weights would give."""
+    distillation's Adam; the diagnostics after a distillation describe the actor it started from, where
+    silencing the reset neurons is what their zeroed outgoing weights would give."""
     torch.manual_seed(0)
     agent, args = make_agent(hidden_dim=16, act_dim=3, reset_rate=0.25, distill_lr=1e-3)
     obs = torch.randn(64, 6)
     distiller = p3o.InnerDistillation(agent.actor_mean, agent.actor_logstd, obs, args)
     assert args.distill_kl_reduction == "mean" and distiller.optimizer.param_groups[0]["lr"] == 1e-3
-    distiller.snapshot()
-    distiller.teacher_logstd -= 0.3
     with torch.no_grad():
+        agent.actor_logstd -= 0.3
+    distiller.snapshot()
+    with torch.no_grad():
+        agent.actor_logstd += 0.3  # the student's log-std differs from the teacher's
         distiller.target_mean.copy_(distiller.teacher_mean(obs) + 0.1)
         torch.testing.assert_close(distiller.loss_on(slice(None)), distiller.loss_on(slice(None), reduction="sum") / 3)
         frozen = p3o.cycle_reset(agent.actor_mean, torch.optim.Adam(agent.parameters()), 0, args)
-        for layer, rows in frozen:
-            distiller.keep[layer][rows] = 0
-        silenced = copy.deepcopy(agent.actor_mean)
+        silenced = copy.deepcopy(agent.actor_mean)  # the actor after the reset, its reset neurons silent
         linears = [m for m in silenced if isinstance(m, torch.nn.Linear)]
         for i, (_, rows) in enumerate(frozen):
             linears[i + 1].weight[:, rows] = 0
-        torch.testing.assert_close(distiller.mean_without_reset_neurons(), silenced(obs))
+        start_mean, start_logstd = copy.deepcopy(agent.actor_mean)(obs), agent.actor_logstd.detach().clone()
+    epochs, loss_start, loss_end = distiller(frozen)
+    diagnostics = distiller.diagnostics()
+    with torch.no_grad():
+        assert not torch.equal(agent.actor_mean(obs), start_mean)  # distillation moved the actor
+        zero_outgoing = distiller.loss_on(slice(None), silenced(obs), start_logstd).item()
+        std_part = distiller.loss_on(slice(None), distiller.target_mean).item()
+    assert diagnostics["policy_std"] == pytest.approx(start_logstd.exp().mean().item())
+    assert diagnostics["distill_kl_sum_start"] == pytest.approx(3 * loss_start)
+    assert diagnostics["distill_loss_zero_outgoing"] == pytest.approx(zero_outgoing)
+    assert diagnostics["distill_std_share_end"] == pytest.approx(std_part / loss_end)
