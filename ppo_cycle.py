@@ -167,83 +167,6 @@ class Args:
     """Adam learning rate of the distillation; None = --learning-rate"""
 
 
-def validate_args(args: Args) -> None:
-    """Check every argument before any env, network or directory is made; exit 2 with all problems."""
-    batch = args.num_envs * args.num_steps  # one rollout; the checks against it wait for valid counts
-    counts_ok = args.num_envs >= 1 and args.num_steps >= 1
-    fits = counts_ok and args.total_timesteps >= batch
-    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
-    checks = [
-        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
-        (not counts_ok or args.total_timesteps >= batch, f"--total-timesteps {args.total_timesteps} must be at "
-                                                         f"least one rollout (--num-envs x --num-steps = {batch})"),
-        (args.learning_rate > 0, f"--learning-rate {args.learning_rate} must be > 0"),
-        (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
-        (args.num_steps >= 1, f"--num-steps {args.num_steps} must be >= 1"),
-        (not fits or 1 <= args.minibatch_size <= batch and batch % args.minibatch_size == 0,
-         f"--minibatch-size {args.minibatch_size} must divide the rollout --num-envs x --num-steps = {batch}"),
-        (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
-        (0 <= args.gae_lambda <= 1, f"--gae-lambda {args.gae_lambda} must be in [0, 1]"),
-        (args.update_epochs >= 1, f"--update-epochs {args.update_epochs} must be >= 1"),
-        (args.clip_coef > 0, f"--clip-coef {args.clip_coef} must be > 0"),
-        (args.ent_coef >= 0, f"--ent-coef {args.ent_coef} must be >= 0"),
-        (args.vf_coef >= 0, f"--vf-coef {args.vf_coef} must be >= 0"),
-        (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm} must be > 0"),
-        (args.target_kl is None or args.target_kl > 0, f"--target-kl {args.target_kl} must be > 0"),
-        (args.hidden_dim >= 1, f"--hidden-dim {args.hidden_dim} must be >= 1"),
-        (args.hidden_layers >= 1, f"--hidden-layers {args.hidden_layers} must be >= 1"),
-        (args.friction_period > 0, f"--friction-period {args.friction_period} must be a positive number of steps"),
-        (args.threads >= 0, f"--threads {args.threads} must be >= 0 (0 = automatic)"),
-        (args.checkpoint_every >= 1, f"--checkpoint-every {args.checkpoint_every} must be >= 1"),
-        (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
-        (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
-        (args.video_every >= 1, f"--video-every {args.video_every} must be >= 1"),
-        (directory_problem(run_dir) is None, f"{run_dir_flag} {run_dir}: {directory_problem(run_dir)}"),
-        (0 < args.reset_rate <= 1, f"--reset-rate {args.reset_rate} must be in (0, 1]"),
-        (0 < args.reset_range <= 1, f"--reset-range {args.reset_range} must be in (0, 1]"),
-        (not fits or args.reset_frequency >= batch, f"--reset-frequency {args.reset_frequency} must be at least "
-                                                    f"one rollout (--num-envs x --num-steps = {batch})"),
-        (0 <= args.distill_alpha <= 1, f"--distill-alpha {args.distill_alpha} must be in [0, 1]"),
-        (args.distill_tau > 0, f"--distill-tau {args.distill_tau} must be > 0"),
-        (args.distill_max_epochs >= 1, f"--distill-max-epochs {args.distill_max_epochs} must be >= 1"),
-        (args.distill_lr is None or args.distill_lr > 0, f"--distill-lr {args.distill_lr} must be > 0"),
-        (not args.cuda or torch.cuda.is_available(),
-         "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
-         "install a CUDA build of torch or drop --cuda"),
-        (args.cuda or not args.cudagraphs, "--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)"),
-    ]
-    errors = [message for ok, message in checks if not ok]
-    if args.capture_video:  # an OpenGL backend, chosen before MuJoCo or dm_control is imported (validate_env_id)
-        try:
-            choose_gl_backend("--capture-video")
-        except ValueError as e:
-            errors.append(str(e))
-    if args.track:
-        try:
-            import wandb  # noqa: F401
-        except ImportError as e:
-            errors.append(f"--track needs wandb, which cannot be imported ({describe(e)}): pip install wandb")
-    try:
-        validate_env_id(args.env_id)
-    except ValueError as e:
-        errors.append(f"--env-id: {e}")
-    if errors:
-        sys.exit("error: " + "\nerror: ".join(errors))
-
-
-def directory_problem(path):
-    """Why a run cannot write in the directory `path` (made when missing): a file in the way, no permission;
-    None when it can."""
-    existing = os.path.abspath(path)
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f"{existing} is a file, not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
-    return None
-
-
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -311,68 +234,6 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
         last = delta + gamma * gae_lambda * not_done * last
         advantages[t] = last
     return advantages, advantages + values
-
-
-SRANK_DELTA = 0.01  # effective rank: the singular values that hold 1 - delta of their sum (Kumar et al. 2021)
-ACTIVE_SLOPE = 0.01  # FAU: a neuron is active on an input where its activation's slope there exceeds this
-
-
-def effective_rank(features, delta=SRANK_DELTA):
-    """srank_delta of Kumar et al. 2021 on a (batch, neurons) feature matrix: the fewest of its
-    singular values, largest first, whose sum reaches (1 - delta) of the sum of all of them."""
-    singular = torch.linalg.svdvals(features)
-    if singular.sum() <= 0:
-        return 0
-    return int((singular.cumsum(0) < (1 - delta) * singular.sum()).sum()) + 1
-
-
-def active_fraction(h, activation):
-    """FAU, the fraction of active units: the share of (input, neuron) pairs of a hidden layer's
-    output h where the activation passes gradient (slope > ACTIVE_SLOPE). ReLU: h > 0, the FAU
-    of Ma et al. 2023; tanh: 1 - h^2 > 0.01, i.e. not saturated (|h| < 0.995)."""
-    slope = (h > 0).float() if isinstance(activation, nn.ReLU) else 1 - h.square()
-    return (slope > ACTIVE_SLOPE).float().mean().item()
-
-
-@torch.no_grad()
-def plasticity_metrics(net, obs, dormant_threshold, initial):
-    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch.
-
-    Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
-    |activation| divided by the layer's mean of that is <= dormant_threshold), activation
-    norm (mean L2 norm of the layer's activation vector), FAU (active_fraction) and effective
-    rank of the layer's features (effective_rank; over the network: the last hidden layer's,
-    the features the head reads); per Linear layer and overall: weight magnitude (mean |w|,
-    i.e. L1 norm per parameter) and the L2 distance of the weights from `initial` (a copy of
-    net at step 0; a reset neuron's new weights count as moved). The gradient norm is taken in
-    the update, before clipping.
-    """
-    out, h, dormant, neurons, act_norms, hidden, active = {}, obs, 0, 0, [], 0, 0.0
-    for layer in net:
-        h = layer(h)
-        if not isinstance(layer, nn.Linear):
-            mean_abs = h.abs().mean(0)
-            score = mean_abs / (mean_abs.mean() + 1e-9)
-            layer_dormant = int((score <= dormant_threshold).sum())
-            out[f"dormant_ratio/layer{hidden}"] = layer_dormant / h.shape[1]
-            out[f"fau/layer{hidden}"] = active_fraction(h, layer)
-            out[f"effective_rank/layer{hidden}"] = out["effective_rank"] = effective_rank(h)
-            act_norms.append(h.norm(dim=1).mean().item())
-            active += out[f"fau/layer{hidden}"] * h.shape[1]
-            dormant, neurons, hidden = dormant + layer_dormant, neurons + h.shape[1], hidden + 1
-    linears = [m for m in net if isinstance(m, nn.Linear)]
-    initial_linears = [m for m in initial if isinstance(m, nn.Linear)]
-    for i, (m, m0) in enumerate(zip(linears, initial_linears)):
-        out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
-        out[f"weight_distance/layer{i}"] = (m.weight - m0.weight).norm().item()
-    params = [p for p in net.parameters()]
-    out["dormant_ratio"] = dormant / neurons
-    out["fau"] = active / neurons
-    out["activation_norm"] = sum(act_norms) / len(act_norms)
-    out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
-    squares = sum((p - p0).square().sum() for p, p0 in zip(params, initial.parameters()))
-    out["weight_distance"] = squares.sqrt().item()
-    return out
 
 
 # ---- Cycle reset, and inner distillation (--inner-distill) ----
@@ -577,161 +438,6 @@ def make_ppo_step(agent, optimizer, networks, rollout, args):
         return torch.stack([pg_loss, v_loss, entropy_loss, approx_kl, clipfrac, *grad_norms]).detach()
 
     return ppo_step
-
-
-CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
-
-# Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
-# checkpoints and logs metrics; none changes the method): the value given replaces the saved one, any other
-# argument given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's,
-# given or not: the device belongs to the machine.
-RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
-                     "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
-                     "wandb_entity")
-# Arguments of this file added since checkpoints were first written, with the value that runs written before
-# them had: a checkpoint lacking one resumes with that value.
-ARGS_BEFORE_THEY_EXISTED = {
-    "distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True,
-}
-
-
-def describe(error):
-    """An exception in a few words for a one-line message: its type and first sentence."""
-    return f"{type(error).__name__}: {' '.join(str(error).split()).split('. ')[0]}"
-
-
-def save_checkpoint(path, state):
-    """Write path + ".tmp", check that it reads back, keep the checkpoint before it as checkpoint.prev.pt,
-    then rename: a crash, a kill or a full disk at any point leaves a readable checkpoint to resume."""
-    tmp, previous = path + ".tmp", path[: -len(".pt")] + ".prev.pt"
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        torch.load(tmp, map_location="cpu", weights_only=False, mmap=True)  # fails unless written whole
-    except Exception as e:  # a full disk, a lost mount: stop, the last checkpoint is intact
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        sys.exit(f"error: could not write the checkpoint {tmp} ({describe(e)}); "
-                 f"the last one, {path}, is intact: free space and continue with --resume {os.path.dirname(path)}")
-    if os.path.exists(path):
-        os.replace(path, previous)
-    os.replace(tmp, path)
-
-
-def fast_path(fn, args):
-    """The hot function fn (tensors in, one tensor out) as --compile and --cudagraphs ask.
-
-    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own
-    input tensors; the first two run fn on them on a side stream (the warm-up CUDA graphs need, and
-    with --compile the compilation), the third records fn in a CUDA graph, and from then on every
-    call replays the graph and returns a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
-    addresses they had when it was recorded, so all of them are updated in place (resets too),
-    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference; so is
-    a function marked fn.keep_eager = True (one read through forward hooks, as CBP's PPO step).
-    """
-    if getattr(fn, "keep_eager", False):
-        return fn
-    if args.compile:
-        fn = torch.compile(fn)
-    if not args.cudagraphs:
-        return fn
-    graph, static_inputs, static_output, warmup_calls = torch.cuda.CUDAGraph(), [], [], [2]
-
-    def replay(*inputs):
-        if not static_inputs:
-            static_inputs.extend(torch.empty_like(x, memory_format=torch.contiguous_format) for x in inputs)
-        for static, x in zip(static_inputs, inputs):
-            static.copy_(x)
-        if warmup_calls[0]:  # on the graph's own input tensors, so that the recording compiles nothing new
-            warmup_calls[0] -= 1
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                output = fn(*static_inputs)
-            torch.cuda.current_stream().wait_stream(stream)
-            return output
-        if not static_output:
-            with torch.cuda.graph(graph):
-                static_output.append(fn(*static_inputs))
-        graph.replay()
-        return static_output[0].clone()
-
-    return replay
-
-
-def load_checkpoint(run_dir):
-    """The checkpoint of the run to resume: checkpoint.pt, or the one before it, checkpoint.prev.pt, when
-    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read,
-    or the checkpoint is another file's or of another format."""
-    script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
-    for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
-        if not os.path.isfile(path):
-            continue
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # truncated (a full disk, a copy cut short), not a torch file: try the one before
-            problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
-            continue
-        header = checkpoint if isinstance(checkpoint, dict) else {}
-        if "format" not in header and isinstance(header.get("args"), dict):
-            # format 0, from before checkpoints named their file, has the same contents: it is this file's
-            # when its arguments are this file's (less ones added since, which may change on resume)
-            saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
-            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
-                header = {"script": script, "format": CHECKPOINT_FORMAT}
-        if "script" not in header or "format" not in header:
-            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
-                     f"{script}'s; resume it with the file that wrote it, or start a new run")
-        if header["script"] != script:
-            sys.exit(f"error: {path} was written by {header['script']}, not {script}; "
-                     f"resume it with: python {header['script']} --resume {run_dir}")
-        if header["format"] != CHECKPOINT_FORMAT:
-            sys.exit(f"error: {path} has checkpoint format {header['format']}, this {script} "
-                     f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
-        if path != latest:
-            print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
-        checkpoint["args"] = {**ARGS_BEFORE_THEY_EXISTED, **checkpoint["args"]}
-        return checkpoint
-    sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
-             else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
-
-
-def resumed_args(args, saved, argv):
-    """The run's saved arguments, with those in RESUME_MAY_CHANGE that argv gives (--name value, --name=value,
-    --name, --no-name; kebab- or snake_case) and --cuda taken from `args`, the command line parsed. Exits
-    naming both values when argv gives another argument that differs from the run's."""
-    fields = {f.name for f in dataclasses.fields(Args)}
-    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
-    given = {n for n in names if n in fields} | {n[3:] for n in names if n.startswith("no_") and n[3:] in fields}
-    run = Args(**saved)
-    differ = [f"--{n.replace('_', '-')} {getattr(args, n)} (the run has {getattr(run, n)})"
-              for n in sorted(given - set(RESUME_MAY_CHANGE)) if getattr(args, n) != getattr(run, n)]
-    if differ:
-        may_change = ", ".join(f"--{n.replace('_', '-')}" for n in RESUME_MAY_CHANGE
-                               if n in fields and n not in ("resume", "run_dir"))
-        sys.exit(f"error: --resume {args.resume}: cannot change {', '.join(differ)} on resume; only {may_change} "
-                 "may change: leave the others out, or start a new run without --resume")
-    for name in given & set(RESUME_MAY_CHANGE) | {"cuda", "resume"}:
-        setattr(run, name, getattr(args, name))
-    return run
-
-
-class GracefulInterrupt:
-    """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update,
-    checkpoint, exit. Second: stop at once."""
-
-    def __init__(self):
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
-              "(send it again to stop at once)", flush=True)
 
 
 def main():
@@ -955,6 +661,308 @@ def main():
     writer.close()
     if args.track:
         wandb.finish()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Run plumbing, not part of the method and the same in every training file (validate_args apart from the
+# file's own arguments): argument validation, checkpoint and resume, graceful interrupt, the fast-path
+# wrapper (--compile, --cudagraphs), plasticity metrics.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def validate_args(args: Args) -> None:
+    """Check every argument before any env, network or directory is made; exit 2 with all problems."""
+    batch = args.num_envs * args.num_steps  # one rollout; the checks against it wait for valid counts
+    counts_ok = args.num_envs >= 1 and args.num_steps >= 1
+    fits = counts_ok and args.total_timesteps >= batch
+    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
+    checks = [
+        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
+        (not counts_ok or args.total_timesteps >= batch, f"--total-timesteps {args.total_timesteps} must be at "
+                                                         f"least one rollout (--num-envs x --num-steps = {batch})"),
+        (args.learning_rate > 0, f"--learning-rate {args.learning_rate} must be > 0"),
+        (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
+        (args.num_steps >= 1, f"--num-steps {args.num_steps} must be >= 1"),
+        (not fits or 1 <= args.minibatch_size <= batch and batch % args.minibatch_size == 0,
+         f"--minibatch-size {args.minibatch_size} must divide the rollout --num-envs x --num-steps = {batch}"),
+        (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
+        (0 <= args.gae_lambda <= 1, f"--gae-lambda {args.gae_lambda} must be in [0, 1]"),
+        (args.update_epochs >= 1, f"--update-epochs {args.update_epochs} must be >= 1"),
+        (args.clip_coef > 0, f"--clip-coef {args.clip_coef} must be > 0"),
+        (args.ent_coef >= 0, f"--ent-coef {args.ent_coef} must be >= 0"),
+        (args.vf_coef >= 0, f"--vf-coef {args.vf_coef} must be >= 0"),
+        (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm} must be > 0"),
+        (args.target_kl is None or args.target_kl > 0, f"--target-kl {args.target_kl} must be > 0"),
+        (args.hidden_dim >= 1, f"--hidden-dim {args.hidden_dim} must be >= 1"),
+        (args.hidden_layers >= 1, f"--hidden-layers {args.hidden_layers} must be >= 1"),
+        (args.friction_period > 0, f"--friction-period {args.friction_period} must be a positive number of steps"),
+        (args.threads >= 0, f"--threads {args.threads} must be >= 0 (0 = automatic)"),
+        (args.checkpoint_every >= 1, f"--checkpoint-every {args.checkpoint_every} must be >= 1"),
+        (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
+        (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
+        (args.video_every >= 1, f"--video-every {args.video_every} must be >= 1"),
+        (directory_problem(run_dir) is None, f"{run_dir_flag} {run_dir}: {directory_problem(run_dir)}"),
+        (0 < args.reset_rate <= 1, f"--reset-rate {args.reset_rate} must be in (0, 1]"),
+        (0 < args.reset_range <= 1, f"--reset-range {args.reset_range} must be in (0, 1]"),
+        (not fits or args.reset_frequency >= batch, f"--reset-frequency {args.reset_frequency} must be at least "
+                                                    f"one rollout (--num-envs x --num-steps = {batch})"),
+        (0 <= args.distill_alpha <= 1, f"--distill-alpha {args.distill_alpha} must be in [0, 1]"),
+        (args.distill_tau > 0, f"--distill-tau {args.distill_tau} must be > 0"),
+        (args.distill_max_epochs >= 1, f"--distill-max-epochs {args.distill_max_epochs} must be >= 1"),
+        (args.distill_lr is None or args.distill_lr > 0, f"--distill-lr {args.distill_lr} must be > 0"),
+        (not args.cuda or torch.cuda.is_available(),
+         "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+         "install a CUDA build of torch or drop --cuda"),
+        (args.cuda or not args.cudagraphs, "--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)"),
+    ]
+    errors = [message for ok, message in checks if not ok]
+    if args.capture_video:  # an OpenGL backend, chosen before MuJoCo or dm_control is imported (validate_env_id)
+        try:
+            choose_gl_backend("--capture-video")
+        except ValueError as e:
+            errors.append(str(e))
+    if args.track:
+        try:
+            import wandb  # noqa: F401
+        except ImportError as e:
+            errors.append(f"--track needs wandb, which cannot be imported ({describe(e)}): pip install wandb")
+    try:
+        validate_env_id(args.env_id)
+    except ValueError as e:
+        errors.append(f"--env-id: {e}")
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def directory_problem(path):
+    """Why a run cannot write in the directory `path` (made when missing): a file in the way, no permission;
+    None when it can."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def describe(error):
+    """An exception in a few words for a one-line message: its type and first sentence."""
+    return f"{type(error).__name__}: {' '.join(str(error).split()).split('. ')[0]}"
+
+
+CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
+
+# Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
+# checkpoints and logs metrics; none changes the method): the value given replaces the saved one, any other
+# argument given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's,
+# given or not: the device belongs to the machine.
+RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
+                     "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
+                     "wandb_entity")
+# Arguments of this file added since checkpoints were first written, with the value that runs written before
+# them had: a checkpoint lacking one resumes with that value.
+ARGS_BEFORE_THEY_EXISTED = {
+    "distill_kl_reduction": "sum", "distill_lr": None, "reset_adam": True,
+}
+
+
+def save_checkpoint(path, state):
+    """Write path + ".tmp", check that it reads back, keep the checkpoint before it as checkpoint.prev.pt,
+    then rename: a crash, a kill or a full disk at any point leaves a readable checkpoint to resume."""
+    tmp, previous = path + ".tmp", path[: -len(".pt")] + ".prev.pt"
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        torch.load(tmp, map_location="cpu", weights_only=False, mmap=True)  # fails unless written whole
+    except Exception as e:  # a full disk, a lost mount: stop, the last checkpoint is intact
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        sys.exit(f"error: could not write the checkpoint {tmp} ({describe(e)}); "
+                 f"the last one, {path}, is intact: free space and continue with --resume {os.path.dirname(path)}")
+    if os.path.exists(path):
+        os.replace(path, previous)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(run_dir, mmap=False):
+    """The checkpoint of the run to resume: checkpoint.pt, or the one before it, checkpoint.prev.pt, when
+    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read,
+    or the checkpoint is another file's or of another format. mmap: memory-map its tensors (to read a run,
+    as reproduce.py does, without loading a replay buffer whole)."""
+    script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
+    for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
+        if not os.path.isfile(path):
+            continue
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+        except Exception as e:  # truncated (a full disk, a copy cut short), not a torch file: try the one before
+            problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
+            continue
+        header = checkpoint if isinstance(checkpoint, dict) else {}
+        if "format" not in header and isinstance(header.get("args"), dict):
+            # format 0, from before checkpoints named their file, has the same contents: it is this file's
+            # when its arguments are this file's (less ones added since, which may change on resume)
+            saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
+            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
+                header = {"script": script, "format": CHECKPOINT_FORMAT}
+        if "script" not in header or "format" not in header:
+            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
+                     f"{script}'s; resume it with the file that wrote it, or start a new run")
+        if header["script"] != script:
+            sys.exit(f"error: {path} was written by {header['script']}, not {script}; "
+                     f"resume it with: python {header['script']} --resume {run_dir}")
+        if header["format"] != CHECKPOINT_FORMAT:
+            sys.exit(f"error: {path} has checkpoint format {header['format']}, this {script} "
+                     f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
+        if path != latest:
+            print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
+        checkpoint["args"] = {**ARGS_BEFORE_THEY_EXISTED, **checkpoint["args"]}
+        return checkpoint
+    sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
+             else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
+
+
+def resumed_args(args, saved, argv):
+    """The run's saved arguments, with those in RESUME_MAY_CHANGE that argv gives (--name value, --name=value,
+    --name, --no-name; kebab- or snake_case) and --cuda taken from `args`, the command line parsed. Exits
+    naming both values when argv gives another argument that differs from the run's."""
+    fields = {f.name for f in dataclasses.fields(Args)}
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    given = {n for n in names if n in fields} | {n[3:] for n in names if n.startswith("no_") and n[3:] in fields}
+    run = Args(**saved)
+    differ = [f"--{n.replace('_', '-')} {getattr(args, n)} (the run has {getattr(run, n)})"
+              for n in sorted(given - set(RESUME_MAY_CHANGE)) if getattr(args, n) != getattr(run, n)]
+    if differ:
+        may_change = ", ".join(f"--{n.replace('_', '-')}" for n in RESUME_MAY_CHANGE
+                               if n in fields and n not in ("resume", "run_dir"))
+        sys.exit(f"error: --resume {args.resume}: cannot change {', '.join(differ)} on resume; only {may_change} "
+                 "may change: leave the others out, or start a new run without --resume")
+    for name in given & set(RESUME_MAY_CHANGE) | {"cuda", "resume"}:
+        setattr(run, name, getattr(args, name))
+    return run
+
+
+class GracefulInterrupt:
+    """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update,
+    checkpoint, exit. Second: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
+              "(send it again to stop at once)", flush=True)
+
+
+def fast_path(fn, args):
+    """The hot function fn (tensors in, one tensor out) as --compile and --cudagraphs ask.
+
+    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own
+    input tensors; the first two run fn on them on a side stream (the warm-up CUDA graphs need, and
+    with --compile the compilation), the third records fn in a CUDA graph, and from then on every
+    call replays the graph and returns a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
+    addresses they had when it was recorded, so all of them are updated in place (resets too),
+    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference; so is
+    a function marked fn.keep_eager = True (one read through forward hooks, as CBP's PPO step).
+    """
+    if getattr(fn, "keep_eager", False):
+        return fn
+    if args.compile:
+        fn = torch.compile(fn)
+    if not args.cudagraphs:
+        return fn
+    graph, static_inputs, static_output, warmup_calls = torch.cuda.CUDAGraph(), [], [], [2]
+
+    def replay(*inputs):
+        if not static_inputs:
+            static_inputs.extend(torch.empty_like(x, memory_format=torch.contiguous_format) for x in inputs)
+        for static, x in zip(static_inputs, inputs):
+            static.copy_(x)
+        if warmup_calls[0]:  # on the graph's own input tensors, so that the recording compiles nothing new
+            warmup_calls[0] -= 1
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                output = fn(*static_inputs)
+            torch.cuda.current_stream().wait_stream(stream)
+            return output
+        if not static_output:
+            with torch.cuda.graph(graph):
+                static_output.append(fn(*static_inputs))
+        graph.replay()
+        return static_output[0].clone()
+
+    return replay
+
+
+SRANK_DELTA = 0.01  # effective rank: the singular values that hold 1 - delta of their sum (Kumar et al. 2021)
+ACTIVE_SLOPE = 0.01  # FAU: a neuron is active on an input where its activation's slope there exceeds this
+
+
+def effective_rank(features, delta=SRANK_DELTA):
+    """srank_delta of Kumar et al. 2021 on a (batch, neurons) feature matrix: the fewest of its
+    singular values, largest first, whose sum reaches (1 - delta) of the sum of all of them."""
+    singular = torch.linalg.svdvals(features)
+    if singular.sum() <= 0:
+        return 0
+    return int((singular.cumsum(0) < (1 - delta) * singular.sum()).sum()) + 1
+
+
+def active_fraction(h, activation):
+    """FAU, the fraction of active units: the share of (input, neuron) pairs of a hidden layer's
+    output h where the activation passes gradient (slope > ACTIVE_SLOPE). ReLU: h > 0, the FAU
+    of Ma et al. 2023; tanh: 1 - h^2 > 0.01, i.e. not saturated (|h| < 0.995)."""
+    slope = (h > 0).float() if isinstance(activation, nn.ReLU) else 1 - h.square()
+    return (slope > ACTIVE_SLOPE).float().mean().item()
+
+
+@torch.no_grad()
+def plasticity_metrics(net, obs, dormant_threshold, initial):
+    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch.
+
+    Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
+    |activation| divided by the layer's mean of that is <= dormant_threshold), activation
+    norm (mean L2 norm of the layer's activation vector), FAU (active_fraction) and effective
+    rank of the layer's features (effective_rank; over the network: the last hidden layer's,
+    the features the head reads); per Linear layer and overall: weight magnitude (mean |w|,
+    i.e. L1 norm per parameter) and the L2 distance of the weights from `initial` (a copy of
+    net at step 0; a reset neuron's new weights count as moved). The gradient norm is taken in
+    the update, before clipping.
+    """
+    out, h, dormant, neurons, act_norms, hidden, active = {}, obs, 0, 0, [], 0, 0.0
+    for layer in net:
+        h = layer(h)
+        if not isinstance(layer, nn.Linear):
+            mean_abs = h.abs().mean(0)
+            score = mean_abs / (mean_abs.mean() + 1e-9)
+            layer_dormant = int((score <= dormant_threshold).sum())
+            out[f"dormant_ratio/layer{hidden}"] = layer_dormant / h.shape[1]
+            out[f"fau/layer{hidden}"] = active_fraction(h, layer)
+            out[f"effective_rank/layer{hidden}"] = out["effective_rank"] = effective_rank(h)
+            act_norms.append(h.norm(dim=1).mean().item())
+            active += out[f"fau/layer{hidden}"] * h.shape[1]
+            dormant, neurons, hidden = dormant + layer_dormant, neurons + h.shape[1], hidden + 1
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    initial_linears = [m for m in initial if isinstance(m, nn.Linear)]
+    for i, (m, m0) in enumerate(zip(linears, initial_linears)):
+        out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
+        out[f"weight_distance/layer{i}"] = (m.weight - m0.weight).norm().item()
+    params = [p for p in net.parameters()]
+    out["dormant_ratio"] = dormant / neurons
+    out["fau"] = active / neurons
+    out["activation_norm"] = sum(act_norms) / len(act_norms)
+    out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
+    squares = sum((p - p0).square().sum() for p, p0 in zip(params, initial.parameters()))
+    out["weight_distance"] = squares.sqrt().item()
+    return out
 
 
 if __name__ == "__main__":
