@@ -38,6 +38,7 @@ Definitions used in every table:
 
 import argparse
 import csv
+import importlib
 import math
 import os
 import re
@@ -52,6 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
+import p3o_continuous
+import ppo_cbp
+import sac_sbp
 from ppo_continuous import directory_problem
 
 ROOT = Path(__file__).resolve().parent
@@ -100,49 +104,6 @@ BUDGETS = {
     # one full reset cycle: 1 / reset rate 0.01 = 100 resets x 50,000 steps (PPO), x 10,000 steps (SAC)
     "cycle": {"ppo": 5_000_000, "sac": 1_000_000, "seeds": 2},
 }
-# cycle budget, Cycle Friction: one whole schedule 4, 3, 2, 1, 2, 3, 4 of 500,000-step periods
-CYCLE_FRICTION_PERIODS = 7
-CYCLE_FRICTION_PPO_STEPS = 3_500_000
-SMOKE_SCALE = 50  # smoke: step-counted schedules (reset frequency, CBP maturity) are the paper's / 50
-SMOKE_ARGS = {  # tiny networks and rollouts: a smoke run takes seconds; it checks plumbing, not learning
-    "ppo": {"--num-envs": "2", "--num-steps": "256", "--minibatch-size": "128", "--hidden-dim": "32",
-            "--metrics-every": "1"},
-    "sac": {"--learning-starts": "500", "--batch-size": "64", "--hidden-dim": "32", "--buffer-size": "10000",
-            "--distill-samples": "256", "--log-every": "100", "--metrics-every": "500"},
-}
-SMOKE_EXTRA = {  # ReDo resets floor(rate x width) neurons per layer: 0.01 x 32 is none; 0.0625 x 32 is 2
-    "ppo_redo.py": {"--reset-rate": "0.0625"}, "sac_sbp.py": {"--reset-rate": "0.0625"},
-}
-SMOKE_ROLLOUT = 512  # 2 envs x 256 steps
-SCHEDULE_DEFAULTS = {  # the files' defaults of step-counted schedules, scaled down in smoke runs
-    "ppo_cycle.py": {"--reset-frequency": 50_000}, "p3o_continuous.py": {"--reset-frequency": 50_000},
-    "ppo_redo.py": {"--reset-frequency": 50_000}, "ppo_cbp.py": {"--maturity-threshold": 10_000},
-    "sac_sbp.py": {"--reset-frequency": 10_000},
-}
-
-
-def total_steps(budget, family, env_id, override=None):
-    """Environment steps of one run under a budget (or --total-timesteps when given)."""
-    if override:
-        return int(override)
-    if budget == "paper" and family == "ppo" and env_id.split("/")[-1] in PAPER_LONG_TASKS:
-        return 20_000_000
-    if budget == "cycle" and family == "ppo" and env_id.startswith("cyclefriction/"):
-        return CYCLE_FRICTION_PPO_STEPS
-    return BUDGETS[budget][family]
-
-
-def budget_label(budget, override=None):
-    """The budget part of the run directories: a different length is a different run."""
-    return f"{budget}-{int(override)}" if override else budget
-
-
-def smoke_value(option, value):
-    """A step-counted schedule scaled to the smoke budget (at least one smoke rollout)."""
-    return str(max(SMOKE_ROLLOUT, int(float(value)) // SMOKE_SCALE)) if option == "--reset-frequency" \
-        else str(max(1, int(float(value)) // SMOKE_SCALE))
-
-
 # ---------------------------------------------------------------------------------------------
 # Experiments
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +228,54 @@ ALIASES = {"sac": "table6"}
 GROUPS = {"ablations": ("activation", "alpha", "reset-rate", "reset-frequency", "reset-range", "recovery", "inds")}
 
 # ---------------------------------------------------------------------------------------------
+# Budget details: Cycle Friction's length, the smoke budget's scaling
+# ---------------------------------------------------------------------------------------------
+# cycle budget, Cycle Friction: one whole schedule 4, 3, 2, 1, 2, 3, 4 of 500,000-step periods
+CYCLE_FRICTION_PERIODS = 7
+CYCLE_FRICTION_PPO_STEPS = 3_500_000
+SMOKE_SCALE = 50  # smoke: step-counted schedules (reset frequency, CBP maturity) are the paper's / 50
+SMOKE_ARGS = {  # tiny networks and rollouts: a smoke run takes seconds; it checks plumbing, not learning
+    "ppo": {"--num-envs": "2", "--num-steps": "256", "--minibatch-size": "128", "--hidden-dim": "32",
+            "--metrics-every": "1"},
+    "sac": {"--learning-starts": "500", "--batch-size": "64", "--hidden-dim": "32", "--buffer-size": "10000",
+            "--distill-samples": "256", "--log-every": "100", "--metrics-every": "500"},
+}
+SMOKE_EXTRA = {  # ReDo resets floor(rate x width) neurons per layer: 0.01 x 32 is none; 0.0625 x 32 is 2
+    "ppo_redo.py": {"--reset-rate": "0.0625"}, "sac_sbp.py": {"--reset-rate": "0.0625"},
+}
+SMOKE_ROLLOUT = 512  # 2 envs x 256 steps
+SCHEDULE_DEFAULTS = {  # the files' defaults of step-counted schedules, scaled down in smoke runs
+    "ppo_cycle.py": {"--reset-frequency": p3o_continuous.Args.reset_frequency},
+    "p3o_continuous.py": {"--reset-frequency": p3o_continuous.Args.reset_frequency},
+    "ppo_redo.py": {"--reset-frequency": p3o_continuous.Args.reset_frequency},
+    "ppo_cbp.py": {"--maturity-threshold": ppo_cbp.Args.maturity_threshold},
+    "sac_sbp.py": {"--reset-frequency": sac_sbp.Args.reset_frequency},
+}
+
+
+def total_steps(budget, family, env_id, override=None):
+    """Environment steps of one run under a budget (or --total-timesteps when given)."""
+    if override:
+        return int(override)
+    if budget == "paper" and family == "ppo" and env_id.split("/")[-1] in PAPER_LONG_TASKS:
+        return 20_000_000
+    if budget == "cycle" and family == "ppo" and env_id.startswith("cyclefriction/"):
+        return CYCLE_FRICTION_PPO_STEPS
+    return BUDGETS[budget][family]
+
+
+def budget_label(budget, override=None):
+    """The budget part of the run directories: a different length is a different run."""
+    return f"{budget}-{int(override)}" if override else budget
+
+
+def smoke_value(option, value):
+    """A step-counted schedule scaled to the smoke budget (at least one smoke rollout)."""
+    return str(max(SMOKE_ROLLOUT, int(float(value)) // SMOKE_SCALE)) if option == "--reset-frequency" \
+        else str(max(1, int(float(value)) // SMOKE_SCALE))
+
+
+# ---------------------------------------------------------------------------------------------
 # Planning: configurations, their directories, their state, their commands
 # ---------------------------------------------------------------------------------------------
 
@@ -350,27 +359,15 @@ def has_checkpoint(path):
     return any((Path(path) / name).is_file() for name in CHECKPOINTS)
 
 
-def load_checkpoint(path):
-    """A run's checkpoint, memory-mapped (a SAC checkpoint with its replay buffer is not read whole): the
-    latest, or the one before it when that is missing or unreadable, as the algorithm files resume.
-    Raises ValueError with one line when there is none to read."""
-    import torch
-
-    problem = None
-    for file in (Path(path) / name for name in CHECKPOINTS):
-        if file.is_file():
-            try:
-                ckpt = torch.load(file, weights_only=False, map_location="cpu", mmap=True)
-            except Exception as e:  # noqa: BLE001 - truncated, not a torch file: try the one before
-                reason = " ".join(str(e).split()).split(". ")[0]  # the first sentence
-                problem = problem or (f"{file} is unreadable, truncated or not a checkpoint "
-                                      f"({type(e).__name__}: {reason})")
-                continue
-            if isinstance(ckpt, dict) and "global_step" in ckpt:
-                return ckpt
-            problem = problem or f"{file} is not a checkpoint (no global_step)"
-    raise ValueError(f"{problem}, and there is no readable checkpoint before it" if problem
-                     else f"no checkpoint in {path}")
+def read_checkpoint(path, script):
+    """A run's checkpoint as `script` (the algorithm file that should have written it) reads it to resume:
+    the latest, or the one before it when that is missing or unreadable; memory-mapped (a SAC checkpoint
+    with its replay buffer is not read whole). Raises ValueError with the file's one line when there is none
+    to read, or it is another file's."""
+    try:
+        return importlib.import_module(Path(script).stem).load_checkpoint(str(path), mmap=True)
+    except SystemExit as e:
+        raise ValueError(str(e.code).removeprefix("error: ")) from None
 
 
 def target_steps(total, ckpt_args):
@@ -400,12 +397,9 @@ def run_state(run):
     if not with_ckpt:
         return State("new", subdirs[0] if subdirs else None)
     try:
-        ckpt = load_checkpoint(with_ckpt[0])
+        ckpt = read_checkpoint(with_ckpt[0], run.script)
     except ValueError as e:
         return State("failed", with_ckpt[0], error=str(e))
-    if ckpt.get("script", run.script) != run.script:  # checkpoints before format 1 do not name their file
-        return State("failed", with_ckpt[0], error=f"{with_ckpt[0]} was written by {ckpt['script']}, not "
-                     f"{run.script}; move it out of {run.directory} to start this run again")
     step = int(ckpt["global_step"])
     done = step >= target_steps(run.total, ckpt.get("args", {}))
     return State("done" if done else "partial", with_ckpt[0], step, ckpt)
@@ -667,10 +661,11 @@ def stability(returns, approx_kls, post_reset_dkls, reached, start=STABILITY_FRO
 
 
 def reset_statistics(reset_counts):
-    """The paper's Table 4 from per-neuron reset counts (hidden layers x width)."""
+    """The paper's Table 4 from per-neuron reset counts (hidden layers x width), as the files log it, and
+    the number of neurons counted."""
     counts = np.asarray(reset_counts)
-    return {"neurons": int(counts.size), "total_resets": float(counts.sum()),
-            "avg_resets_per_neuron": float(counts.mean()), "share_neurons_reset": float((counts > 0).mean())}
+    stats = p3o_continuous.reset_statistics(counts)
+    return {"neurons": int(counts.size), **stats, "total_resets": float(stats["total_resets"])}
 
 
 METHOD_STATE_KEYS = ("sbp", "cycle", "redo", "cbp")
@@ -1182,8 +1177,11 @@ def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
         if run_path is None:
             print(f"skipping {p}: no run with a checkpoint there")
             continue
-        try:
-            args = load_checkpoint(run_path).get("args", {})
+        try:  # the file that wrote it: the run directory's name is <env>__<exp_name>__<seed>__<time>
+            script = f"{run_path.name.split('__')[1]}.py" if run_path.name.count("__") == 3 else "?"
+            if not (ROOT / script).is_file():
+                raise ValueError(f"its name does not tell which algorithm file wrote it ({run_path.name})")
+            args = read_checkpoint(run_path, script).get("args", {})
         except ValueError as e:
             print(f"skipping {p}: {e}")
             continue

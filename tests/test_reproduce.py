@@ -42,8 +42,8 @@ def fake_run(run, global_step, state=None, returns=(), args=None):
         writer.add_scalar("charts/episodic_return", value, 100 * (i + 1))
         writer.add_scalar("plasticity/actor_weight_magnitude", 0.1 + 0.001 * i, 100 * (i + 1))
     writer.close()
-    torch.save({"global_step": global_step, "args": {**PPO_SMOKE_ARGS, **(args or {})}, **(state or {})},
-               path / "checkpoint.pt")
+    torch.save({"script": run.script, "format": 1, "global_step": global_step,
+                "args": {**PPO_SMOKE_ARGS, **(args or {})}, **(state or {})}, path / "checkpoint.pt")
     return path
 
 
@@ -134,8 +134,8 @@ def test_unreadable_or_foreign_checkpoint_fails_its_run_and_the_others_go_on(tmp
     (fallback_path / "checkpoint.pt").rename(fallback_path / "checkpoint.prev.pt")
     (fallback_path / "checkpoint.pt").write_text("not a checkpoint\n")
 
-    foreign_error = (f"{foreign_path} was written by ppo_continuous.py, not p3o_continuous.py; move it out of "
-                     f"{foreign.directory} to start this run again")
+    foreign_error = (f"{foreign_path / 'checkpoint.pt'} was written by ppo_continuous.py, not p3o_continuous.py; "
+                     f"resume it with: python ppo_continuous.py --resume {foreign_path}")
     assert (rp.run_state(foreign).status, rp.run_state(foreign).error) == ("failed", foreign_error)
     state = rp.run_state(unreadable)
     assert state.status == "failed" and state.error.startswith(f"{cut_short} is unreadable") and "\n" not in state.error
@@ -149,7 +149,8 @@ def test_unreadable_or_foreign_checkpoint_fails_its_run_and_the_others_go_on(tmp
     assert "4 runs: 1 finished (skipped), 1 to resume, 0 to start, 2 failed (not run)" in out
     assert f"FAILED p3o__Hopper-v5__seed1: {foreign_error}\n" in out
     assert f"FAILED cycle__Hopper-v5__seed1: {cut_short} is unreadable" in out
-    assert f"--resume {fallback_path}" in out and "--resume" not in out.replace(f"--resume {fallback_path}", "")
+    assert f"--resume {fallback_path}" in out
+    assert "--resume" not in out.replace(f"--resume {fallback_path}", "").replace(foreign_error, "")
     assert rp.main([*common, "--aggregate-only"]) == 1
     status = {r["algo"]: r["status"] for r in rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")}
     assert status["ppo"] == "done" and status["redo"] == "partial" and status["p3o"] == f"failed: {foreign_error}"
@@ -453,7 +454,8 @@ def fake_long_run(run, reached, offset, every=50_000):
         writer.add_scalar("plasticity/actor_fau", 1 - step / 1e7, step)
     writer.close()
     # whole rollouts of 2 x 256 steps stop short of the total: 5,000,000 -> 4,999,680
-    torch.save({"global_step": reached - reached % 512, "args": PPO_SMOKE_ARGS}, path / "checkpoint.pt")
+    torch.save({"script": run.script, "format": 1, "global_step": reached - reached % 512, "args": PPO_SMOKE_ARGS},
+               path / "checkpoint.pt")
 
 
 def test_cycle_tables_from_hand_made_runs(tmp_path):
