@@ -338,3 +338,20 @@ def test_cbp_end_to_end_with_critic_and_distillation_resumes_exactly(tmp_path, t
         for key in ("util", "mean_act", "ages"):
             assert torch.equal(a["cbp"][name][key], b["cbp"][name][key]), (name, key)
         assert a["cbp"][name]["steps"] == b["cbp"][name]["steps"] == 4 * 8
+
+
+PLUMBING = ["validate_args", "directory_problem", "describe", "CHECKPOINT_FORMAT", "RESUME_MAY_CHANGE",
+            "ARGS_BEFORE_THEY_EXISTED", "save_checkpoint", "load_checkpoint", "resumed_args", "GracefulInterrupt",
+            "fast_path", "SRANK_DELTA", "ACTIVE_SLOPE", "effective_rank", "active_fraction", "plasticity_metrics"]
+
+
+@pytest.mark.parametrize("script", ["ppo_continuous.py", *BASELINES, "p3o_continuous.py", "sac_sbp.py"])
+def test_the_method_and_the_loop_come_before_the_run_plumbing(script):
+    source = (ROOT / script).read_text()
+    lines = {getattr(node, "name", None) or getattr(node.targets[0], "id", None): node.lineno
+             for node in ast.parse(source).body if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Assign))}
+    above_main = [name for name in PLUMBING if lines[name] < lines["main"]]
+    assert above_main == [], f"{script} defines run plumbing above main: {above_main}"
+    if script == "p3o_continuous.py":  # a reader reaches P3O's training loop early (CleanRL's PPO: line 200)
+        loop = next(i for i, line in enumerate(source.splitlines(), 1) if "for iteration in range(" in line)
+        assert loop < 560, loop
