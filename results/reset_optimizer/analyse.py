@@ -36,6 +36,14 @@ def run_path(directory):
     return found[-1]
 
 
+def label(directory):
+    """'p3o_continuous seed 1' for a run directory; a probe.py output's name for its copy OUT_DIR/run."""
+    parts = run_path(directory).name.split("__")
+    if len(parts) >= 3 and Path(directory).name != "run":
+        return f"{parts[1]} seed {parts[2]}"
+    return Path(directory).parent.name if Path(directory).name == "run" else Path(directory).name
+
+
 def spread(values, fmt="{:.2f}"):
     values = [v for v in values if v is not None and not math.isnan(v)]
     return "–" if not values else f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
@@ -86,7 +94,7 @@ def kl(run_dirs, span=1_000_000):
             clips = [clip[s] for s, _ in kls if lo < s <= lo + span and s in clip]
             ent = [v for s, v in entropy if lo < s <= lo + span]
             std = math.exp(np.mean(ent) / act_dim - 0.5 - 0.5 * math.log(2 * math.pi)) if ent else float("nan")
-            body.append([path.name.split("__")[1] + " seed " + path.name.split("__")[2],
+            body.append([label(directory),
                          f"{lo / 1e6:g}–{(lo + span) / 1e6:g}M", len(values), f"{np.median(values):.3f}",
                          f"{np.mean(np.array(values) > 0.1):.0%}", f"{np.mean(np.array(values) > 1):.0%}",
                          f"{np.mean(clips):.3f}", f"{std:.3f}"])
@@ -96,7 +104,7 @@ def kl(run_dirs, span=1_000_000):
             triples = [(before[s], v, stds[s]) for s, v in dkl if s in before and s in stds]
             kl_before, dkl_after, std = (np.array(x) for x in zip(*triples))
             top = np.argsort(-dkl_after)[: max(1, len(triples) // 10)]
-            relation.append([path.name.split("__")[1] + " seed " + path.name.split("__")[2], len(triples),
+            relation.append([label(directory), len(triples),
                              f"{spearman(kl_before, dkl_after):.2f}", f"{spearman(std, dkl_after):.2f}",
                              f"{spearman(kl_before * std ** 2, dkl_after * std ** 2):.2f}",
                              f"{np.median(kl_before[top]):.3f}", f"{np.median(kl_before):.3f}"])
