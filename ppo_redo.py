@@ -88,8 +88,8 @@ class Args:
     video_every: int = 100_000
     """with --capture-video: environment steps (over all envs) from one recorded episode to the next"""
     track: bool = False
-    """also log the run to Weights & Biases (wandb.init with sync_tensorboard: the TensorBoard keys); without a
-    network, set WANDB_MODE=offline and upload the run later with `wandb sync`"""
+    """also log the run to Weights & Biases (wandb.init with sync_tensorboard: the TensorBoard keys); without an API
+    key or a route to W&B it logs offline to ./wandb (upload later with `wandb sync`); WANDB_MODE overrides"""
     wandb_project_name: str = "sustainable-plasticity"
     """the Weights & Biases project of --track"""
     wandb_entity: Optional[str] = None
@@ -529,7 +529,7 @@ def main():
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=os.path.basename(run_dir), save_code=True)
+                   config=vars(args), name=os.path.basename(run_dir), save_code=True, mode=wandb_mode())
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
         f"|{k}|{v}|" for k, v in vars(args).items()))
@@ -779,6 +779,31 @@ def directory_problem(path):
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
     return None
+
+
+def wandb_mode():
+    """W&B's mode for --track: the user's WANDB_MODE if set; else online when W&B has an API key (WANDB_API_KEY or
+    `wandb login`'s entry in ~/.netrc) and its server answers within 3 s; else offline, with a note: the run is
+    kept under ./wandb for `wandb sync`, and training never waits on a network that is not there."""
+    import netrc
+    import socket
+
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    try:
+        key = os.environ.get("WANDB_API_KEY") or netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        key = None
+    try:
+        socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    if key and reachable:
+        return "online"
+    print(f"--track: W&B {'server unreachable' if key else 'has no API key (wandb login)'}; logging offline to "
+          "./wandb (upload later with `wandb sync`; WANDB_MODE chooses)")
+    return "offline"
 
 
 def describe(error):

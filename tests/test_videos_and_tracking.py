@@ -42,10 +42,17 @@ def test_capture_video_leaves_the_parameters_unchanged_and_records_readable_epis
     assert len(logged) == len(videos) and logged[0].encoded_image_string.startswith(b"GIF8")
 
 
-@pytest.mark.parametrize("script", SHORT)
-def test_track_offline_writes_a_wandb_run(tmp_path, script):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
-    run_script(script, *SHORT[script], "--track", "--wandb-project-name", "tests", run_dir=tmp_path / "runs", env=env)
+@pytest.mark.parametrize("script, mode", [(script, "offline") for script in SHORT] + [("ppo_continuous.py", None)])
+def test_track_offline_writes_a_wandb_run(tmp_path, script, mode):
+    """WANDB_MODE=offline as a user sets it; and unset, with no API key: the run chooses offline itself."""
+    env = {**os.environ, "WANDB_MODE": mode, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    if mode is None:
+        for name in ("WANDB_MODE", "WANDB_API_KEY"):
+            env.pop(name, None)
+        env["HOME"] = str(tmp_path)  # no ~/.netrc: no key from `wandb login`
+    proc = run_script(script, *SHORT[script], "--track", "--wandb-project-name", "tests", run_dir=tmp_path / "runs",
+                      env=env)
+    assert mode or "logging offline" in proc.stdout
     offline = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline) == 1, offline
     records = b"".join(path.read_bytes() for path in offline[0].glob("run-*.wandb"))  # what `wandb sync` uploads
