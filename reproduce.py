@@ -1216,8 +1216,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", help="seed numbers (default: 1..the budget's seed count)")
     p.add_argument("--envs", nargs="+", help="tasks (default: the experiment's)")
     p.add_argument("--algos", nargs="+", choices=sorted(ALGOS), help="only these algorithms of the experiment")
-    p.add_argument("--workers", type=int, default=max(1, cores // 2), help="local runs at once (default: cores/2)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers, at least 1)")
+    p.add_argument("--workers", type=int, help="local runs at once (default: cores/2)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers, at least 1; with\n"
+                   "--cuda 1: the networks run on the GPU, and each run's process steps its envs on one core)")
     p.add_argument("--cuda", action="store_true", help="pass --cuda to every run")
     p.add_argument("--dry-run", action="store_true", help="print what would run and the commands, run nothing")
     p.add_argument("--aggregate-only", action="store_true", help="run nothing; write tables/figures from what exists")
@@ -1243,7 +1244,10 @@ def parse_args(argv=None):
     if opts.launcher == "slurm":
         opts.threads = opts.threads or opts.slurm_cpus
         opts.cuda = opts.cuda or opts.slurm_gpus > 0
-    opts.threads = opts.threads or max(1, cores // max(1, opts.workers))
+    opts.workers = max(1, cores // 2) if opts.workers is None else opts.workers
+    # a GPU box: every run's networks share the GPU, so a run needs one core for its env stepping and Python,
+    # and the other half of the cores is left to the CUDA driver's threads and the system (not yet measured)
+    opts.threads = opts.threads or (1 if opts.cuda else max(1, cores // max(1, opts.workers)))
     opts.seeds = opts.seeds or list(range(1, BUDGETS[opts.budget]["seeds"] + 1))
     if opts.workers < 1 or opts.threads < 1:
         p.error("--workers and --threads must be >= 1")

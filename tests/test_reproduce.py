@@ -482,3 +482,13 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
     assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6 + 1  # return table, changes, seed row
     for png in ("curves_cycle.png", "actor_fau_cycle.png", "plasticity_cycle.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_local_pool_split_fills_the_cores_and_gives_gpu_runs_one_thread(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    cpu = rp.parse_args(["table1", "--dry-run"])
+    assert (cpu.workers, cpu.threads) == (8, 2)  # workers x threads = cores
+    gpu = rp.parse_args(["table1", "--dry-run", "--cuda"])
+    assert (gpu.workers, gpu.threads) == (8, 1)  # one core per run's env stepping, the rest for the driver
+    assert (rp.parse_args(["table1", "--cuda", "--workers", "12"]).workers, rp.parse_args(
+        ["table1", "--workers", "4"]).threads) == (12, 4)
