@@ -660,14 +660,6 @@ def stability(returns, approx_kls, post_reset_dkls, reached, start=STABILITY_FRO
     return out
 
 
-def reset_statistics(reset_counts):
-    """The paper's Table 4 from per-neuron reset counts (hidden layers x width), as the files log it, and
-    the number of neurons counted."""
-    counts = np.asarray(reset_counts)
-    stats = p3o_continuous.reset_statistics(counts)
-    return {"neurons": int(counts.size), **stats, "total_resets": float(stats["total_resets"])}
-
-
 METHOD_STATE_KEYS = ("sbp", "cycle", "redo", "cbp")
 
 
@@ -679,8 +671,9 @@ def method_statistics(ckpt):
         return {}
     counts_holder = state["actor"] if isinstance(state.get("actor"), dict) else state
     out = {}
-    if counts_holder.get("reset_counts") is not None:
-        out.update(reset_statistics(counts_holder["reset_counts"]))
+    if counts_holder.get("reset_counts") is not None:  # Table 4 as the files log it, and the neurons counted
+        counts = np.asarray(counts_holder["reset_counts"])
+        out.update(p3o_continuous.reset_statistics(counts), neurons=int(counts.size))
     for key in ("resets", "distill_epochs", "ppo_epochs", "recovery_epochs", "reset_seconds"):
         if state.get(key) is not None:
             out[key] = float(state[key])

@@ -177,8 +177,8 @@ def test_final_return_mean_std_and_orphans():
     # a run resumed from a checkpoint at step 3 logs steps 4.. again: the first pass's 4, 5 are orphans
     logged = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (4, 4.0), (4, 4.5), (5, 5.0), (6, 6.0)]
     assert rp.drop_orphaned(logged) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (4, 4.5), (5, 5.0), (6, 6.0)]
-    assert rp.reset_statistics(np.array([[0, 2], [1, 1]])) == {
-        "neurons": 4, "total_resets": 4.0, "avg_resets_per_neuron": 1.0, "share_neurons_reset": 0.75}
+    assert rp.method_statistics({"sbp": {"reset_counts": np.array([[0, 2], [1, 1]])}}) == {
+        "neurons": 4, "total_resets": 4, "avg_resets_per_neuron": 1.0, "share_neurons_reset": 0.75}
 
 
 def test_tables_from_hand_made_runs(tmp_path):
