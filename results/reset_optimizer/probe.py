@@ -110,7 +110,7 @@ def main():
         end_of_update()
         optimizer = log["optimizer"]  # the PPO optimiser, whatever the run's --reset-adam passes
         if cli.handling == "keep":
-            original["reinit"](layer, rows, p3o.types.SimpleNamespace(state={}))
+            original["reinit"](layer, rows, p3o.KEEP_ADAM)
         else:
             original["reinit"](layer, rows, optimizer)
         if cli.handling == "row-step":
