@@ -57,6 +57,15 @@ class Args:
     gif: Optional[str] = None
     """write an animated GIF to this path: the first episode of each run, side by side, each labelled with its
     file, env and that episode's return (README's figure: pass a PPO run and a P3O run)"""
+    strip: Optional[str] = None
+    """write a PNG to this path: one labelled row per run of --strip-frames frames of its first episode, one every
+    --strip-every steps from step --strip-start (a still figure of the gait, far smaller than a GIF)"""
+    strip_start: int = 200
+    """--strip: the step of the first frame"""
+    strip_every: int = 4
+    """--strip: steps between two frames"""
+    strip_frames: int = 8
+    """--strip: frames per run"""
     csv: Optional[str] = None
     """write every run's rows to this one CSV; default: <run>/evaluation.csv per run"""
     threads: int = 1
@@ -74,6 +83,9 @@ def validate_args(args):
         (args.seed >= 0, f"--seed {args.seed} must be >= 0"),
         (args.video_size >= 16 and args.video_size % 2 == 0, f"--video-size {args.video_size} must be even and >= 16"),
         (args.threads >= 1, f"--threads {args.threads} must be >= 1"),
+        (args.strip_start >= 0, f"--strip-start {args.strip_start} must be >= 0"),
+        (args.strip_every >= 1, f"--strip-every {args.strip_every} must be >= 1"),
+        (args.strip_frames >= 1, f"--strip-frames {args.strip_frames} must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -216,26 +228,39 @@ def write_gif(path, episodes):
         f.write(envs.encode_gif(strip))
 
 
+def write_strip(path, episodes, start, every, count):
+    """A PNG of episodes [(frames, label lines)], one labelled row each: `count` frames every `every` steps from
+    step `start` (frame 0 is the reset, frame t the state after step t; a short episode gives what it has)."""
+    from PIL import Image
+
+    rows = [label(np.concatenate(list(frames[start::every][:count]) or [frames[-1]], axis=1), text)
+            for frames, text in episodes]
+    width = max(row.shape[1] for row in rows)
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
 def main():
     args = tyro.cli(Args)
     validate_args(args)
-    if args.video or args.gif:
+    frames_wanted = args.gif or args.strip  # the first episode's frames, from a video in a scratch folder
+    if args.video or frames_wanted:
         try:  # before MuJoCo or dm_control is imported
-            envs.choose_gl_backend("--video" if args.video else "--gif")
+            envs.choose_gl_backend("--video" if args.video else "--gif" if args.gif else "--strip")
         except ValueError as e:
             fail(str(e))
     torch.set_num_threads(args.threads)
     all_rows, gif_episodes, scratch = [], [], tempfile.mkdtemp(prefix="evaluate-")
     try:
         for run_dir in args.run_dirs:
-            video_dir = os.path.join(run_dir, "eval_videos") if args.video else (scratch if args.gif else None)
+            video_dir = os.path.join(run_dir, "eval_videos") if args.video else (scratch if frames_wanted else None)
             rows = evaluate_run(run_dir, args, video_dir)
             returns, lengths = np.array([r["return"] for r in rows]), np.array([r["length"] for r in rows])
             friction = f" at friction x{rows[0]['friction']}" if rows[0]["friction"] else ""
             print(f"{run_dir} ({rows[0]['script']}, {rows[0]['env_id']}{friction}, step {rows[0]['global_step']:,}): "
                   f"return {returns.mean():.1f} ± {returns.std():.1f}, length {lengths.mean():.1f} ± "
                   f"{lengths.std():.1f} over {len(rows)} episodes")
-            if args.gif:
+            if frames_wanted:
                 gif_episodes.append((envs.read_mp4(os.path.join(video_dir, "episode-000.mp4")),
                                      [f"{rows[0]['script'][:-3]} {rows[0]['env_id']}",
                                       f"return {rows[0]['return']:.0f}"]))
@@ -247,6 +272,9 @@ def main():
         if args.gif:
             write_gif(args.gif, gif_episodes)
             print(f"wrote {args.gif}")
+        if args.strip:
+            write_strip(args.strip, gif_episodes, args.strip_start, args.strip_every, args.strip_frames)
+            print(f"wrote {args.strip}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

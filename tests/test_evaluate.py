@@ -124,6 +124,21 @@ def test_video_per_episode_and_gif_are_readable_with_one_frame_per_step(runs, tm
     assert image.n_frames > 1 and image.size[0] == 2 * 64 and image.size[1] > 64  # side by side, labelled
 
 
+def test_strip_holds_the_asked_frames_of_each_run_in_labelled_rows(runs, tmp_path):
+    ppo, p3o = runs["ppo_continuous.py"], runs["p3o_continuous.py"]
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    run_script("evaluate.py", ppo, p3o, "--episodes", 1, "--video-size", 32, "--strip", strip, "--strip-start", 0,
+               "--strip-every", 2, "--strip-frames", 3, "--csv", tmp_path / "rows.csv", run_dir=None)
+    image = np.asarray(Image.open(strip).convert("RGB"))
+    length = int(read_rows(tmp_path / "rows.csv")[0]["length"])
+    assert image.shape[1] == 32 * min(3, len(range(0, length + 1, 2)))  # frames 0, 2, 4 side by side
+    band = (image.shape[0] - 2 * 32) // 2
+    assert band > 0 and image.shape[0] == 2 * (32 + band)  # one row per run under its label
+    assert (image[:band] == 255).mean() > 0.5 and image[band:band + 32].std() > 0  # white label band, then frames
+
+
 @pytest.mark.parametrize("case", ["not a directory", "no checkpoint", "truncated", "another format", "training seeds",
                                   "MUJOCO_GL=disable"])
 def test_a_run_that_cannot_be_evaluated_exits_with_one_line(runs, tmp_path, monkeypatch, case):
