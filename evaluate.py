@@ -210,7 +210,7 @@ def label(frame, lines):
     """The frame under a white band holding the text lines."""
     from PIL import Image, ImageDraw
 
-    size = max(10, frame.shape[1] // 18)
+    size = max(10, frame.shape[0] // 18)  # from the height: a strip's row is one frame high, many wide
     band = len(lines) * (size + 2) + 4
     image = Image.new("RGB", (frame.shape[1], frame.shape[0] + band), "white")
     image.paste(Image.fromarray(frame), (0, band))

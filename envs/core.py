@@ -66,9 +66,16 @@ def _make_single(env_id: str, num_envs: int, friction_period: int, start_step: i
         if base_id.startswith(DMC_PREFIX):
             env = DMCEnv(*parse_dmc_id(base_id), **render, size=None if video is None else video[2])
         else:
-            if video is not None and "mujoco" in str(gym.spec(base_id).entry_point):
+            mujoco_task = "mujoco" in str(gym.spec(base_id).entry_point)
+            if video is not None and mujoco_task:
                 render.update(width=video[2], height=video[2])
             env = gym.make(base_id, **render)
+            if video is not None and mujoco_task:
+                import mujoco
+
+                track = mujoco.mj_name2id(env.unwrapped.model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+                if track >= 0:  # the model's camera that follows the body (every locomotion task has one);
+                    env.unwrapped.mujoco_renderer.camera_id = track  # the default free camera stays put
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError(f"env id {env_id!r} has a {type(env.action_space).__name__} action space; "
                              "these algorithms need a continuous (Box) action space")
