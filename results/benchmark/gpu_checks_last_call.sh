@@ -4,14 +4,9 @@
 # dependencies, which that machine lacks) and .bench/cleanrl/ (CleanRL's sac_continuous_action.py at
 # 004f8a0 with results/benchmark/cleanrl_sac.patch applied, plus its cleanrl_utils/buffers.py).
 # One-shot GPU checks: install wheels, then timed runs; every log timestamped into $OUT.
-cd "$(dirname "$0")/.."
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site MUJOCO_GL=disable PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > $OUT/machine.txt; nproc >> $OUT/machine.txt
-python3 -c "import torch; print(torch.__version__, torch.version.cuda)" >> $OUT/machine.txt
-lscpu | grep "Model name" >> $OUT/machine.txt
-stamp() { while IFS= read -r l; do echo "$(date +%s.%N) $l"; done; }
-run() { name=$1; lim=$2; shift 2; echo "== $name: $*" | stamp >> $OUT/log.txt; timeout $lim "$@" 2>&1 | stamp >> $OUT/log.txt; echo "== $name rc ${PIPESTATUS[0]}" | stamp >> $OUT/log.txt; }
+# (Its set-up lines now live in gpu_call_setup.sh, shared with the next call's script.)
+cd "$(dirname "$0")/../.."
+source results/benchmark/gpu_call_setup.sh
 A="--env-id Hopper-v5 --run-dir /tmp/runs --async-envs --num-envs 16 --num-steps 512"
 run p3o_fast 110 python3 p3o_continuous.py $A --cuda --compile --cudagraphs --total-timesteps 81920 --reset-frequency 16384
 run sac_fast_cycle 80 python3 sac_sbp.py --env-id Hopper-v5 --run-dir /tmp/runs --cuda --compile --cudagraphs --reset cycle --learning-starts 1000 --total-timesteps 9000 --reset-frequency 2000 --metrics-every 1000 --no-save-buffer

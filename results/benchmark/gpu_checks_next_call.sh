@@ -1,6 +1,6 @@
 #!/bin/bash
 # Prepared, not yet run: the GPU checks left open (README Performance; results/benchmark/gpu.md), as one call
-# of at most 9 minutes, every log timestamped into $OUT. It expects beside the repository what
+# of at most 9 minutes, every log timestamped into $OUT. It expects in the repository root (carried, not committed) what
 # gpu_checks_last_call.sh does: .whl/ (Python 3.12 wheels of gymnasium 1.4.0, mujoco 3.17.0, tyro,
 # imageio and their small dependencies) and, for the CleanRL rows, .bench/cleanrl/ (CleanRL's
 # sac_continuous_action.py with results/benchmark/cleanrl_sac.patch applied, and ppo_continuous_action.py
@@ -11,13 +11,7 @@
 #   3. a box's throughput: 4, then 8 P3O runs side by side on the fast path, 100 s each, their summed
 #      steps/s read from the progress lines (wall time between two lines, compilation excluded).
 cd "$(dirname "$0")/../.."
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site MUJOCO_GL=disable PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > $OUT/machine.txt; nproc >> $OUT/machine.txt
-python3 -c "import torch; print(torch.__version__, torch.version.cuda)" >> $OUT/machine.txt
-lscpu | grep "Model name" >> $OUT/machine.txt
-stamp() { while IFS= read -r l; do echo "$(date +%s.%N) $l"; done; }
-run() { name=$1; lim=$2; shift 2; echo "== $name: $*" | stamp >> $OUT/log.txt; timeout $lim "$@" 2>&1 | stamp >> $OUT/log.txt; echo "== $name rc ${PIPESTATUS[0]}" | stamp >> $OUT/log.txt; }
+source results/benchmark/gpu_call_setup.sh
 
 run distill_graph_eager 60 python3 results/benchmark/distill_graph_repro.py
 run distill_graph_compiled 150 python3 results/benchmark/distill_graph_repro.py --compile
