@@ -876,7 +876,8 @@ def seed_table(rows, variants, envs):
                     continue
                 body.append([env, v.name, int(r["seed"]), f"{int(r.get('steps', 0)):,}", num(r, "final_return"),
                              num(r, "best_window"), num(r, "worst_window"), num(r, "last_window"),
-                             "yes" if r.get("collapsed") else "no", f"{num(r, 'kl_over_0.1')} / {num(r, 'updates')}",
+                             {None: "–", 0: "no", 1: "yes"}[r.get("collapsed")],
+                             f"{num(r, 'kl_over_0.1')} / {num(r, 'updates')}",
                              num(r, "kl_over_1"), num(r, "dkl_median", "{:.3f}"), num(r, "dkl_max", "{:.3f}")])
     w = steps_label(WINDOW)
     return markdown_table(["task", "method", "seed", "steps", "final return", f"best {w} after "
