@@ -200,8 +200,8 @@ def evaluate_run(run_dir, args, video_dir):
                     os.replace(infos["video"], video)
                 break
         vec.close()
-        rows.append({"run": run_dir, "script": script, "env_id": env_id, "global_step": checkpoint["global_step"],
-                     "episode": k, "seed": seed, "friction": friction or "", "return": episode_return,
+        rows.append({"run": run_dir, "script": script, "env_id": env_id, "train_seed": run_args.seed,
+                     "global_step": checkpoint["global_step"], "episode": k, "seed": seed, "friction": friction or "", "return": episode_return,
                      "length": length, "video": video if args.video else ""})
     return rows
 
@@ -262,7 +262,7 @@ def main():
                   f"{lengths.std():.1f} over {len(rows)} episodes")
             if frames_wanted:
                 gif_episodes.append((envs.read_mp4(os.path.join(video_dir, "episode-000.mp4")),
-                                     [f"{rows[0]['script'][:-3]} {rows[0]['env_id']}",
+                                     [f"{rows[0]['script'][:-3]} seed {rows[0]['train_seed']} {rows[0]['env_id']}",
                                       f"return {rows[0]['return']:.0f}"]))
             if args.csv is None:
                 write_csv(os.path.join(run_dir, "evaluation.csv"), rows)

@@ -46,6 +46,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -1074,8 +1075,8 @@ def plot_panels(path, title, ylabel, panels, bins=50, cols=3, marks=None):
         ax.axis("off")
     handles = [matplotlib.lines.Line2D([], [], color=colours[lb], linestyle=styles[lb]) for lb in labels]
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, legend_height / height, 1, 1 - 0.45 / height))
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 13)), fontsize=10)  # narrow figures: wrapped
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1 - 0.45 * (1 + title.count(" ") // 40) / height))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
