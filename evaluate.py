@@ -131,9 +131,8 @@ def load_run(run_dir):
     sys.exit(refusals[0])
 
 
-def make_policy(module, checkpoint, obs_dim, act_dim, low, high):
+def make_policy(module, checkpoint, run_args, obs_dim, act_dim, low, high):
     """The run's deterministic policy, a function of a batch of (normalised, for PPO) observations."""
-    run_args = module.Args(**checkpoint["args"])
     if "agent" in checkpoint:  # the PPO family: the Gaussian's mean
         agent = module.Agent(obs_dim, act_dim, run_args)
         agent.load_state_dict(checkpoint["agent"])
@@ -187,7 +186,7 @@ def evaluate_run(run_dir, args, video_dir):
                                  frozen_obs_stats=stats)
         if policy is None:
             space = vec.single_action_space
-            policy = make_policy(module, checkpoint, obs.shape[1], space.shape[0], space.low, space.high)
+            policy = make_policy(module, checkpoint, run_args, obs.shape[1], space.shape[0], space.low, space.high)
         video = None
         while True:
             with torch.inference_mode():
@@ -201,8 +200,9 @@ def evaluate_run(run_dir, args, video_dir):
                 break
         vec.close()
         rows.append({"run": run_dir, "script": script, "env_id": env_id, "train_seed": run_args.seed,
-                     "global_step": checkpoint["global_step"], "episode": k, "seed": seed, "friction": friction or "", "return": episode_return,
-                     "length": length, "video": video if args.video else ""})
+                     "global_step": checkpoint["global_step"], "episode": k, "seed": seed,
+                     "friction": friction or "", "return": episode_return, "length": length,
+                     "video": video if args.video else ""})
     return rows
 
 

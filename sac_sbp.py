@@ -977,13 +977,12 @@ def wandb_mode():
         key = os.environ.get("WANDB_API_KEY") or netrc.netrc().authenticators("api.wandb.ai")
     except (OSError, netrc.NetrcParseError):
         key = None
-    try:
-        socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
-        reachable = True
-    except OSError:
-        reachable = False
-    if key and reachable:
-        return "online"
+    if key:  # the network is asked only when there is a key to use it with
+        try:
+            socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
+            return "online"
+        except OSError:
+            pass
     print(f"--track: W&B {'server unreachable' if key else 'has no API key (wandb login)'}; logging offline to "
           "./wandb (upload later with `wandb sync`; WANDB_MODE chooses)")
     return "offline"

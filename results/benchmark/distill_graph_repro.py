@@ -96,7 +96,8 @@ def main():
             continue
         try:
             graphed = actor_after(variant, device, cli.compile, cudagraphs=True)
-            print(f"{variant:>17}: recorded; max |diff| to the unrecorded step {(graphed - reference).abs().max().item():.2e}")
+            diff = (graphed - reference).abs().max().item()
+            print(f"{variant:>17}: recorded; max |diff| to the unrecorded step {diff:.2e}")
         except Exception as e:  # the point of the script: which variant records
             where = traceback.extract_tb(e.__traceback__)[-1]
             print(f"{variant:>17}: FAILED {type(e).__name__}: {' '.join(str(e).split())[:200]} "

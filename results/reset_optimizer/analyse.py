@@ -46,7 +46,9 @@ def label(directory):
 
 def spread(values, fmt="{:.2f}"):
     values = [v for v in values if v is not None and not math.isnan(v)]
-    return "–" if not values else f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+    if not values:
+        return "–"
+    return f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
 def handlings(out_dirs):
@@ -86,7 +88,8 @@ def kl(run_dirs, span=1_000_000):
         path = run_path(directory)
         sc = read_scalars(path, {"losses/approx_kl", "losses/clipfrac", "plasticity/policy_entropy",
                                  "reset/distill_loss_start", "reset/policy_std"})
-        kls, clip, entropy = sc["losses/approx_kl"], dict(sc["losses/clipfrac"]), sc.get("plasticity/policy_entropy", [])
+        kls, clip = sc["losses/approx_kl"], dict(sc["losses/clipfrac"])
+        entropy = sc.get("plasticity/policy_entropy", [])
         checkpoint = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=False)
         act_dim = len(checkpoint["agent"]["actor_logstd"])  # the std below: exp(mean log-std) from the entropy
         for lo in range(0, max(s for s, _ in kls), span):
