@@ -38,6 +38,7 @@ Definitions used in every table:
 
 import argparse
 import csv
+import functools
 import importlib
 import math
 import os
@@ -423,9 +424,35 @@ def command(run, state, threads, cuda=False):
     return cmd
 
 
+COMMITS_FILE = "commits.txt"  # in a configuration's directory: the code each launch of its run used
+
+
+@functools.cache
+def source_commit():
+    """The repository's commit the runs are launched from ('abc1234'), with '+changes' when a tracked
+    file differs from it; 'unknown' outside a git checkout."""
+    def git(*args):
+        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=7", "HEAD")
+    if commit is None:
+        return "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def run_commits(directory):
+    """The commits a configuration's run was launched (and resumed) from, in order, each once."""
+    path = Path(directory) / COMMITS_FILE
+    return list(dict.fromkeys(path.read_text().split())) if path.is_file() else []
+
+
 def prepare(run, state):
-    """Before a fresh start, move a stale run directory without a checkpoint out of the way."""
+    """Before a launch: record the commit it runs (COMMITS_FILE); before a fresh start, move a stale
+    run directory without a checkpoint out of the way."""
     run.directory.mkdir(parents=True, exist_ok=True)
+    with open(run.directory / COMMITS_FILE, "w" if state.status == "new" else "a") as f:
+        f.write(source_commit() + "\n")
     if state.status == "new":
         for stale in (p for p in run.directory.iterdir() if p.is_dir()):
             print(f"removing {stale}: it has no checkpoint (the run stopped before its first one)")
@@ -688,7 +715,7 @@ def method_statistics(ckpt):
 CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_timesteps", "status", "steps",
               "final_return", "episodes", "neurons", "total_resets", "avg_resets_per_neuron", "share_neurons_reset",
               "resets", "distill_epochs", "distill_per_reset", "ppo_epochs", "distill_to_ppo", "recovery_epochs",
-              "reset_seconds", "run_dir"] + [f"return_{steps_label(m)}" for m in MILESTONES] + [
+              "reset_seconds", "run_dir", "commit", "reused_from"] + [f"return_{steps_label(m)}" for m in MILESTONES] + [
               "best_window", "worst_window", "last_window", "collapsed", "updates", "kl_over_0.1", "kl_over_1",
               "dkl_median", "dkl_max"]
 
@@ -704,7 +731,8 @@ def summarize(run, state, experiment_name, budget):
     row = {"experiment": experiment_name, "variant": run.variant.name, "algo": run.variant.algo, "env": run.env,
            "seed": run.seed, "budget": budget, "total_timesteps": run.total,
            "status": f"failed: {state.error}" if state.error else state.status,
-           "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT)}
+           "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT),
+           "commit": " ".join(run_commits(run.directory))}
     if state.status in ("done", "partial"):
         scalars = read_scalars(state.run_path, {"charts/episodic_return", "losses/approx_kl",
                                                 "reset/distill_loss_start"})
@@ -725,6 +753,9 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
+TEXT_FIELDS = ("experiment", "variant", "algo", "env", "status", "budget", "run_dir", "commit", "reused_from")
+
+
 def read_csv(path):
     """Rows of a runs CSV with numbers as floats (empty cells dropped)."""
     rows = []
@@ -735,8 +766,7 @@ def read_csv(path):
                 if v == "":
                     continue
                 try:
-                    out[k] = float(v) if k not in ("variant", "algo", "env", "status", "budget", "run_dir",
-                                                   "experiment") else v
+                    out[k] = float(v) if k not in TEXT_FIELDS else v
                 except ValueError:
                     out[k] = v
             rows.append(out)
@@ -746,6 +776,43 @@ def read_csv(path):
 # ---------------------------------------------------------------------------------------------
 # Aggregation (pure functions over CSV rows) and Markdown
 # ---------------------------------------------------------------------------------------------
+
+
+def run_key(row):
+    """What makes two rows the same configuration: method, task, seed and budget."""
+    return (row["variant"], row["algo"], row["env"], int(row["seed"]), row["budget"], int(row["total_timesteps"]))
+
+
+def reuse(rows, paths):
+    """--reuse: rows of runs that have not started here ('new') taken from earlier runs CSVs, where one
+    finished a run of the same configuration. The row keeps its numbers and commit, takes this
+    experiment's name and names the CSV it came from (reused_from); the first CSV that has it wins."""
+    earlier = {}
+    for path in paths:
+        for row in read_csv(path):
+            if row.get("status") == "done":
+                earlier.setdefault(run_key(row), {**row, "reused_from": os.path.relpath(Path(path).resolve(), ROOT)})
+    return [{**earlier[run_key(r)], "experiment": r["experiment"]}
+            if r.get("status") == "new" and run_key(r) in earlier else r for r in rows]
+
+
+def provenance(rows):
+    """Which code made the runs in a table: per commit (and CSV a run was reused from), the methods and
+    how many of their runs; '' when no run has started."""
+    groups = {}
+    for r in rows:
+        if r.get("status") in ("done", "partial"):
+            groups.setdefault((r.get("commit") or "not recorded", r.get("reused_from")), []).append(r["variant"])
+    if not groups:
+        return ""
+    parts = [f"{'reused from `' + source + '`, ' if source else ''}commit {commit}: "
+             + ", ".join(f"{v} ({variants.count(v)})" for v in dict.fromkeys(variants))
+             for (commit, source), variants in groups.items()]
+    text = "Runs by the commit they were launched from (runs per method): " + "; ".join(parts) + "."
+    if any(source for _, source in groups):
+        text += (" Reused runs are in the tables, not in the figures: their event files are not in this "
+                 "runs directory.")
+    return text
 
 
 def mean_std(values):
@@ -888,8 +955,9 @@ def seed_table(rows, variants, envs):
 
 def friction_table(curves, window=WINDOW):
     """Cycle Friction: for each friction change inside the runs and each method, the mean return of
-    the episodes logged in the `window` steps before the change, in the `window` after it, and in
-    the last `window` of the new phase (just before the next change). Cells: mean ± std over the
+    the episodes logged in the window before the change, in the window after it, and in the last
+    window of the new phase (just before the next change); the window is `window` steps, or a quarter
+    of the friction period when that is shorter, so the three never overlap. Cells: mean ± std over the
     seeds that got that far. curves: [(method label, env, friction period, steps reached, points)]."""
     from envs import friction_multiplier
 
@@ -899,6 +967,7 @@ def friction_table(curves, window=WINDOW):
     body = []
     for (env, period), methods in groups.items():
         last = max(reached for seeds in methods.values() for reached, _ in seeds)
+        w = min(window, period // 4)
         for change in range(period, last, period):
             for label, seeds in methods.items():
                 def span(lo, hi):
@@ -907,11 +976,10 @@ def friction_table(curves, window=WINDOW):
                     return "–" if not means else f"{np.mean(means):,.0f}" + (f" ± {np.std(means):,.0f}"
                                                                               if len(means) > 1 else "")
                 body.append([env, steps_label(change), f"{friction_multiplier(change - 1, period)} → "
-                             f"{friction_multiplier(change, period)}", label, span(change - window, change),
-                             span(change, change + window), span(change + period - window, change + period)])
-    return markdown_table(["task", "change at", "friction", "method", f"return before ({steps_label(window)})",
-                           f"after ({steps_label(window)})", f"end of the phase ({steps_label(window)})"],
-                          body) if body else ""
+                             f"{friction_multiplier(change, period)}", label, f"{w:,}", span(change - w, change),
+                             span(change, change + w), span(change + period - w, change + period)])
+    return markdown_table(["task", "change at", "friction", "method", "window (steps)", "return before",
+                           "after", "end of the phase"], body) if body else ""
 
 
 def reproduce_command(name, budget, seeds, envs, variants):
@@ -959,6 +1027,8 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
            "Final return of a run: mean of the last 10% of its logged episodic returns. Cells: mean ± std "
            "(ddof=0) over seeds; (n=k) where fewer seeds finished; (paper X): the paper's mean of 5 seeds at "
            "12.5M-20M steps, which a shorter budget is not expected to reach.", ""]
+    if provenance(rows):
+        out += [provenance(rows), ""]
     if experiment.note:
         out += [experiment.note, ""]
     if experiment.kind in ("distill", "recovery", "resets") and not budget.startswith("paper"):
@@ -982,8 +1052,6 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
                 f"each). Collapse: the last window below half of the best. Approx-KL: the value logged per update "
                 "(the last minibatch's, as CleanRL logs it). Post-reset alpha-DKL: P3O's reset/distill_loss_start.",
                 "", seed_table(rows, variants, envs), ""]
-        if friction:
-            out += ["## Cycle Friction: return around each friction change", "", friction, ""]
         if over_run:
             out += ["## P3O's distillation over the run", "", over_run, ""]
     elif experiment.kind == "sbp":
@@ -994,6 +1062,11 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
                 resets_table(rows, variants, envs), ""]
     if experiment.kind != "cycle":  # the cycle table has its final returns
         out += ["## Final return", "", returns_table(rows, variants, envs, experiment.paper_returns, want), ""]
+    if friction:
+        out += ["## Cycle Friction: return around each friction change", "", "Per change and method: the mean "
+                "episodic return in the window before the change, the window after it, and the last window of "
+                f"the new phase (window: {WINDOW:,} steps or a quarter of the friction period when that is "
+                "shorter); mean ± std over the seeds that got that far.", "", friction, ""]
     missing = [r for r in rows if r.get("status") != "done"]
     if missing:
         out += ["Not finished (not in the cells): " + ", ".join(f"{r['variant']} {r['env']} seed {r['seed']} "
@@ -1128,7 +1201,7 @@ def aggregate(experiment, runs, states, opts):
     label = budget_label(opts.budget, opts.total_timesteps)
     out_dir = Path(opts.results_dir) / experiment.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [summarize(r, states[r.directory], experiment.name, label) for r in runs]
+    rows = reuse([summarize(r, states[r.directory], experiment.name, label) for r in runs], opts.reuse)
     write_csv(out_dir / f"runs_{label}.csv", rows)
     variants = list(dict.fromkeys(r.variant for r in runs))
     envs = list(dict.fromkeys(r.env for r in runs))
@@ -1138,17 +1211,16 @@ def aggregate(experiment, runs, states, opts):
     finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
                 if states[r.directory].status == "done"]
     over_run = distill_over_run(finished) if experiment.kind == "distill" else ""
-    friction, marks = "", {}
+    started = [r for r in runs if states[r.directory].status in ("done", "partial")]
+    curves, marks = [], {}
+    for r in (r for r in started if "--friction-period" in r.args):  # Cycle Friction, as far as each run got
+        state, period = states[r.directory], int(r.args["--friction-period"])
+        returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
+        curves.append((r.variant.name, r.env, period, steps_reached(r, state), returns))
+        marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
+    friction = friction_table(curves)
     if experiment.kind == "cycle":  # long runs: draw and tabulate the unfinished ones as far as they got
-        started = [r for r in runs if states[r.directory].status in ("done", "partial")]
         finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in started]
-        curves = []
-        for r in (r for r in started if "--friction-period" in r.args):
-            state, period = states[r.directory], int(r.args["--friction-period"])
-            returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
-            curves.append((r.variant.name, r.env, period, steps_reached(r, state), returns))
-            marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
-        friction = friction_table(curves)
         over_run = distill_over_run(finished, segments=5)
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
@@ -1220,6 +1292,9 @@ def parse_args(argv=None):
     p.add_argument("--runs-dir", default="runs/reproduce", help="root of the run directories")
     p.add_argument("--results-dir", default="results", help="root of the tables and figures")
     p.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress lines")
+    p.add_argument("--reuse", nargs="+", default=[], metavar="CSV",
+                   help="earlier runs_<budget>.csv files: a configuration with no run here is filled from a\n"
+                        "finished run of it there (same method, task, seed and budget), named as reused")
     p.add_argument("--from", dest="source", default="table1",
                    help="metrics: the experiment whose runs to plot (default table1)")
     p.add_argument("--paths", nargs="+", help="metrics: plot these run directories instead")
@@ -1252,6 +1327,15 @@ def parse_args(argv=None):
     for flag, path in (("--runs-dir", opts.runs_dir), ("--results-dir", opts.results_dir)):
         if opts.experiment != "list" and directory_problem(path):
             sys.exit(f"error: {flag} {path}: {directory_problem(path)}")
+    for path in opts.reuse:
+        try:
+            with open(path, newline="") as f:
+                columns = set(next(csv.reader(f), []))
+        except (OSError, UnicodeDecodeError) as e:
+            sys.exit(f"error: --reuse {path}: cannot be read ({type(e).__name__})")
+        if not {"variant", "algo", "env", "seed", "budget", "total_timesteps", "status"} <= columns:
+            sys.exit(f"error: --reuse {path}: not a runs CSV written by reproduce.py (no variant, env, seed, "
+                     "budget, status columns)")
     if opts.envs:  # before anything is planned: an id that cannot exist would only fail in every run
         from envs import validate_env_id
 

@@ -106,7 +106,8 @@ def test_finished_run_is_skipped_partial_resumed_stale_restarted(tmp_path, capsy
     state = rp.run_state(stale)
     assert state.status == "new"
     rp.prepare(stale, state)
-    assert not any(stale.directory.iterdir())
+    assert [p.name for p in stale.directory.iterdir()] == [rp.COMMITS_FILE]  # the stale run is gone
+    assert rp.run_commits(stale.directory) == [rp.source_commit()]
 
     rp.main(["table1", "--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "--algos", "ppo", "p3o", "cycle",
              "--runs-dir", str(tmp_path), "--dry-run"])
@@ -475,13 +476,75 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
     assert "| cyclefriction/HalfCheetah-v5 | PPO | 975 ± 0 (n=1) | 2,475 ± 0 (n=1) | — | 3,350 ± 0 (n=1) | " \
            "3,499,520, 0 |" in table
     # every change inside the 3.5M steps: before (400k, 500k], after (500k, 600k], end of the phase (900k, 1M]
-    assert "| cyclefriction/HalfCheetah-v5 | 500k | 4 → 3 | PPO | 475 | 575 | 975 |" in table
-    assert "| cyclefriction/HalfCheetah-v5 | 3M | 3 → 4 | PPO | 2,975 | 3,075 | 3,475 |" in table
+    assert "| cyclefriction/HalfCheetah-v5 | 500k | 4 → 3 | PPO | 100,000 | 475 | 575 | 975 |" in table
+    assert "| cyclefriction/HalfCheetah-v5 | 3M | 3 → 4 | PPO | 100,000 | 2,975 | 3,075 | 3,475 |" in table
     # per seed, windows of 100k from 1M: best (4.9M, 5M] = 4,975, worst (1M, 1.1M] = 1,075; no KL or reset logged
     assert "| HalfCheetah-v5 | PPO | 1 | 4,999,680 | 4,775 | 4,975 | 1,075 | 4,975 | no | 0 / 0 | 0 | – | – |" in table
     assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6 + 1  # return table, changes, seed row
     for png in ("curves_cycle.png", "actor_fau_cycle.png", "plasticity_cycle.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_period(tmp_path):
+    """The friction experiment (not only cycle) gets the table around each change; at the reduced
+    budget a period is 1M / 8 = 125,000 steps, so the window is a quarter of it and the three never overlap."""
+    runs = by_name(plan("friction", "reduced", seeds=(1,), envs=("cyclefriction/Hopper-v5",), algos=["ppo", "p3o"],
+                        runs_dir=tmp_path / "runs"))
+    ppo, p3o = runs[("PPO", "cyclefriction/Hopper-v5", 1)], runs[("P3O", "cyclefriction/Hopper-v5", 1)]
+    assert ppo.args["--friction-period"] == "125000"
+    fake_long_run(ppo, 1_000_000, 0, every=1_000)
+    fake_long_run(p3o, 300_000, 10, every=1_000)  # unfinished: counts up to the changes it got past
+    assert rp.main(["friction", "--budget", "reduced", "--seeds", "1", "--envs", "cyclefriction/Hopper-v5", "--algos",
+                    "ppo", "p3o", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+                    "--aggregate-only"]) == 0
+    table = (tmp_path / "results" / "friction" / "friction_reduced.md").read_text()
+    # window 31,250: before (93,750, 125k] -> mean of 94..125 = 109.5; after (125k, 156,250] -> 141; end (218,750, 250k]
+    assert "| cyclefriction/Hopper-v5 | 125k | 4 → 3 | PPO | 31,250 | 110 | 141 | 234 |" in table
+    assert "| cyclefriction/Hopper-v5 | 125k | 4 → 3 | P3O | 31,250 | 120 | 151 | 244 |" in table
+    assert "| cyclefriction/Hopper-v5 | 250k | 3 → 2 | P3O | 31,250 | 244 | 276 | – |" in table  # ran to 300k
+    assert "| cyclefriction/Hopper-v5 | 875k | 4 → 3 | PPO | 31,250 | 860 | 891 | 984 |" in table
+    assert table.count("| cyclefriction/Hopper-v5 | ") == 1 + 7 * 2
+
+
+def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
+    """--reuse: a configuration with no run here is taken from an earlier runs CSV (with its commit),
+    a run here keeps its own; each run's commit comes from the file its launch wrote."""
+    runs = by_name(plan("table1", "smoke", seeds=(1, 2), algos=["ppo", "p3o"], runs_dir=tmp_path / "runs"))
+    for seed in (1, 2):
+        p3o = runs[("P3O", "Hopper-v5", seed)]
+        fake_run(p3o, 8192, returns=[0.0] * 18 + [100.0 * seed] * 2)
+        rp.prepare(p3o, rp.State("partial"))  # a launch: it records the commit it runs
+    ppo = runs[("PPO", "Hopper-v5", 2)]
+    fake_run(ppo, 8192, returns=[0.0] * 18 + [500.0] * 2)
+    (ppo.directory / rp.COMMITS_FILE).write_text("abc1234\nabc1234\ndef5678\n")  # launched, resumed twice
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("experiment,variant,algo,env,seed,budget,total_timesteps,status,final_return,commit\n"
+                       "table1,PPO,ppo,Hopper-v5,1,smoke,8192,done,300,0ld0001\n"
+                       "table1,PPO,ppo,Hopper-v5,2,smoke,8192,done,9999,0ld0001\n"  # run here: not taken
+                       "table1,PPO,ppo,Hopper-v5,3,smoke,8192,done,9999,0ld0001\n"  # seed not asked for
+                       "table1,PPO,ppo,Hopper-v5,1,reduced,1000000,done,9999,0ld0001\n")  # another budget
+    common = ["table1", "--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "2", "--algos", "ppo", "p3o",
+              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]
+    assert rp.main(common) == 0
+    assert "| Hopper-v5 | 500 ± 0 (n=1) (paper 3,613) | 150 ± 50 (paper 3,735) |" in (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
+    assert rp.main([*common, "--reuse", str(earlier)]) == 0
+    table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
+    assert "| Hopper-v5 | 400 ± 100 (paper 3,613) | 150 ± 50 (paper 3,735) |" in table  # PPO: 300 (reused) and 500 (here)
+    head = rp.source_commit()
+    assert head == "unknown" or len(head.split("+")[0]) == 7
+    assert (f"Runs by the commit they were launched from (runs per method): reused from "
+            f"`{os.path.relpath(earlier, ROOT)}`, commit 0ld0001: PPO (1); commit abc1234 def5678: PPO (1); "
+            f"commit {head}: P3O (2). Reused runs are in the tables, not in the figures") in table
+    rows = {(r["algo"], r["seed"]): r for r in rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")}
+    assert rows[("ppo", 1.0)]["reused_from"] == os.path.relpath(earlier, ROOT) and rows[("ppo", 1.0)]["commit"] == "0ld0001"
+    assert rows[("ppo", 1.0)]["experiment"] == "table1" and "reused_from" not in rows[("ppo", 2.0)]
+    assert rows[("p3o", 1.0)]["commit"] == head
+
+    # a fresh start replaces what a stale launch recorded; a CSV that is not a runs CSV is refused in one line
+    rp.prepare(runs[("PPO", "Hopper-v5", 1)], rp.State("new"))
+    assert rp.run_commits(runs[("PPO", "Hopper-v5", 1)].directory) == [head]
+    with pytest.raises(SystemExit, match=r"--reuse .*not a runs CSV"):
+        rp.main([*common, "--reuse", str(tmp_path / "runs" / "smoke" / "ppo__Hopper-v5__seed2" / rp.COMMITS_FILE)])
 
 
 def test_local_pool_split_fills_the_cores_and_gives_gpu_runs_one_thread(monkeypatch):
