@@ -791,7 +791,9 @@ def reuse(rows, paths):
     for path in paths:
         for row in read_csv(path):
             if row.get("status") == "done":
-                earlier.setdefault(run_key(row), {**row, "reused_from": os.path.relpath(Path(path).resolve(), ROOT)})
+                counts = {k: int(row[k]) for k in ("seed", "total_timesteps", "steps", "episodes") if k in row}
+                earlier.setdefault(run_key(row), {**row, **counts,
+                                                  "reused_from": os.path.relpath(Path(path).resolve(), ROOT)})
     return [{**earlier[run_key(r)], "experiment": r["experiment"]}
             if r.get("status") == "new" and run_key(r) in earlier else r for r in rows]
 

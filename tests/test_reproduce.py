@@ -535,6 +535,8 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     assert (f"Runs by the commit they were launched from (runs per method): reused from "
             f"`{os.path.relpath(earlier, ROOT)}`, commit 0ld0001: PPO (1); commit abc1234 def5678: PPO (1); "
             f"commit {head}: P3O (2). Reused runs are in the tables, not in the figures") in table
+    csv_text = (tmp_path / "results" / "table1" / "runs_smoke.csv").read_text()
+    assert "\ntable1,PPO,ppo,Hopper-v5,1,smoke,8192,done," in csv_text  # counts stay whole numbers
     rows = {(r["algo"], r["seed"]): r for r in rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")}
     assert rows[("ppo", 1.0)]["reused_from"] == os.path.relpath(earlier, ROOT) and rows[("ppo", 1.0)]["commit"] == "0ld0001"
     assert rows[("ppo", 1.0)]["experiment"] == "table1" and "reused_from" not in rows[("ppo", 2.0)]
