@@ -180,7 +180,9 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("table1", "Table 1 and Fig. 4-6: PPO and reset strategies on MuJoCo", BASELINES, MUJOCO,
                metrics=PPO_METRICS, paper_returns=PAPER_TABLE1),
     Experiment("dmc", "Fig. 9: reset strategies on DeepMind Control", BASELINES, DMC, metrics=PPO_METRICS,
-               note="The paper gives curves only."),
+               note="The paper gives curves only. Below the paper budget this project runs walker-walk, cheetah-run "
+                    "and dog-run (--envs): the three whose PPO return rises within 150,000 steps "
+                    "(results/dmc/task_choice.md)."),
     Experiment("friction", "Fig. 8: reset strategies on Cycle Friction", BASELINES, FRICTION, metrics=PPO_METRICS,
                note="The paper gives curves only. Friction x 4, 3, 2, 1, 2, ... changing every 1M steps at the "
                     "paper budget, every total/8 steps below it (so a shorter run still sees the cycle), every "
