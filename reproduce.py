@@ -717,7 +717,8 @@ def method_statistics(ckpt):
 CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_timesteps", "status", "steps",
               "final_return", "episodes", "neurons", "total_resets", "avg_resets_per_neuron", "share_neurons_reset",
               "resets", "distill_epochs", "distill_per_reset", "ppo_epochs", "distill_to_ppo", "recovery_epochs",
-              "reset_seconds", "run_dir", "commit", "reused_from"] + [f"return_{steps_label(m)}" for m in MILESTONES] + [
+              "reset_seconds", "run_dir", "commit", "reused_from"] + [
+              f"return_{steps_label(m)}" for m in MILESTONES] + [
               "best_window", "worst_window", "last_window", "collapsed", "updates", "kl_over_0.1", "kl_over_1",
               "dkl_median", "dkl_max"]
 

@@ -526,10 +526,12 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     common = ["table1", "--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "2", "--algos", "ppo", "p3o",
               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]
     assert rp.main(common) == 0
-    assert "| Hopper-v5 | 500 ± 0 (n=1) (paper 3,613) | 150 ± 50 (paper 3,735) |" in (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
+    table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
+    assert "| Hopper-v5 | 500 ± 0 (n=1) (paper 3,613) | 150 ± 50 (paper 3,735) |" in table
     assert rp.main([*common, "--reuse", str(earlier)]) == 0
     table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
-    assert "| Hopper-v5 | 400 ± 100 (paper 3,613) | 150 ± 50 (paper 3,735) |" in table  # PPO: 300 (reused) and 500 (here)
+    # PPO: 300 (reused) and 500 (run here)
+    assert "| Hopper-v5 | 400 ± 100 (paper 3,613) | 150 ± 50 (paper 3,735) |" in table
     head = rp.source_commit()
     assert head == "unknown" or len(head.split("+")[0]) == 7
     assert (f"Runs by the commit they were launched from (runs per method): reused from "
@@ -538,7 +540,8 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     csv_text = (tmp_path / "results" / "table1" / "runs_smoke.csv").read_text()
     assert "\ntable1,PPO,ppo,Hopper-v5,1,smoke,8192,done," in csv_text  # counts stay whole numbers
     rows = {(r["algo"], r["seed"]): r for r in rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")}
-    assert rows[("ppo", 1.0)]["reused_from"] == os.path.relpath(earlier, ROOT) and rows[("ppo", 1.0)]["commit"] == "0ld0001"
+    reused = rows[("ppo", 1.0)]
+    assert reused["reused_from"] == os.path.relpath(earlier, ROOT) and reused["commit"] == "0ld0001"
     assert rows[("ppo", 1.0)]["experiment"] == "table1" and "reused_from" not in rows[("ppo", 2.0)]
     assert rows[("p3o", 1.0)]["commit"] == head
 
