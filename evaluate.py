@@ -250,7 +250,7 @@ def main():
         except ValueError as e:
             fail(str(e))
     torch.set_num_threads(args.threads)
-    all_rows, gif_episodes, scratch = [], [], tempfile.mkdtemp(prefix="evaluate-")
+    all_rows, first_episodes, scratch = [], [], tempfile.mkdtemp(prefix="evaluate-")
     try:
         for run_dir in args.run_dirs:
             video_dir = os.path.join(run_dir, "eval_videos") if args.video else (scratch if frames_wanted else None)
@@ -261,7 +261,7 @@ def main():
                   f"return {returns.mean():.1f} ± {returns.std():.1f}, length {lengths.mean():.1f} ± "
                   f"{lengths.std():.1f} over {len(rows)} episodes")
             if frames_wanted:
-                gif_episodes.append((envs.read_mp4(os.path.join(video_dir, "episode-000.mp4")),
+                first_episodes.append((envs.read_mp4(os.path.join(video_dir, "episode-000.mp4")),
                                      [f"{rows[0]['script'][:-3]} seed {rows[0]['train_seed']} {rows[0]['env_id']}",
                                       f"return {rows[0]['return']:.0f}"]))
             if args.csv is None:
@@ -270,10 +270,10 @@ def main():
         if args.csv is not None:
             write_csv(args.csv, all_rows)
         if args.gif:
-            write_gif(args.gif, gif_episodes)
+            write_gif(args.gif, first_episodes)
             print(f"wrote {args.gif}")
         if args.strip:
-            write_strip(args.strip, gif_episodes, args.strip_start, args.strip_every, args.strip_frames)
+            write_strip(args.strip, first_episodes, args.strip_start, args.strip_every, args.strip_frames)
             print(f"wrote {args.strip}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

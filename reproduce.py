@@ -759,8 +759,19 @@ def write_csv(path, rows):
 TEXT_FIELDS = ("experiment", "variant", "algo", "env", "status", "budget", "run_dir", "commit", "reused_from")
 
 
+def number(text):
+    """A CSV cell as an int, a float, or the text itself when it is neither."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def read_csv(path):
-    """Rows of a runs CSV with numbers as floats (empty cells dropped)."""
+    """Rows of a runs CSV with numbers as written: whole numbers as ints, others as floats (empty cells
+    dropped)."""
     rows = []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
@@ -768,10 +779,7 @@ def read_csv(path):
             for k, v in row.items():
                 if v == "":
                     continue
-                try:
-                    out[k] = float(v) if k not in TEXT_FIELDS else v
-                except ValueError:
-                    out[k] = v
+                out[k] = v if k in TEXT_FIELDS else number(v)
             rows.append(out)
     return rows
 
@@ -781,9 +789,12 @@ def read_csv(path):
 # ---------------------------------------------------------------------------------------------
 
 
+RUN_KEY_FIELDS = ("variant", "algo", "env", "seed", "budget", "total_timesteps")  # one configuration
+
+
 def run_key(row):
     """What makes two rows the same configuration: method, task, seed and budget."""
-    return (row["variant"], row["algo"], row["env"], int(row["seed"]), row["budget"], int(row["total_timesteps"]))
+    return tuple(row[k] for k in RUN_KEY_FIELDS)
 
 
 def reuse(rows, paths):
@@ -794,9 +805,7 @@ def reuse(rows, paths):
     for path in paths:
         for row in read_csv(path):
             if row.get("status") == "done":
-                counts = {k: int(row[k]) for k in ("seed", "total_timesteps", "steps", "episodes") if k in row}
-                earlier.setdefault(run_key(row), {**row, **counts,
-                                                  "reused_from": os.path.relpath(Path(path).resolve(), ROOT)})
+                earlier.setdefault(run_key(row), {**row, "reused_from": os.path.relpath(Path(path).resolve(), ROOT)})
     return [{**earlier[run_key(r)], "experiment": r["experiment"]}
             if r.get("status") == "new" and run_key(r) in earlier else r for r in rows]
 
@@ -1032,8 +1041,9 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
            "Final return of a run: mean of the last 10% of its logged episodic returns. Cells: mean ± std "
            "(ddof=0) over seeds; (n=k) where fewer seeds finished; (paper X): the paper's mean of 5 seeds at "
            "12.5M-20M steps, which a shorter budget is not expected to reach.", ""]
-    if provenance(rows):
-        out += [provenance(rows), ""]
+    made_by = provenance(rows)
+    if made_by:
+        out += [made_by, ""]
     if experiment.note:
         out += [experiment.note, ""]
     if experiment.kind in ("distill", "recovery", "resets") and not budget.startswith("paper"):
@@ -1338,9 +1348,10 @@ def parse_args(argv=None):
                 columns = set(next(csv.reader(f), []))
         except (OSError, UnicodeDecodeError) as e:
             sys.exit(f"error: --reuse {path}: cannot be read ({type(e).__name__})")
-        if not {"variant", "algo", "env", "seed", "budget", "total_timesteps", "status"} <= columns:
-            sys.exit(f"error: --reuse {path}: not a runs CSV written by reproduce.py (no variant, env, seed, "
-                     "budget, status columns)")
+        missing = [c for c in RUN_KEY_FIELDS + ("status",) if c not in columns]
+        if missing:
+            sys.exit(f"error: --reuse {path}: not a runs CSV written by reproduce.py (no {', '.join(missing)} "
+                     "columns)")
     if opts.envs:  # before anything is planned: an id that cannot exist would only fail in every run
         from envs import validate_env_id
 
