@@ -638,6 +638,14 @@ def read_scalars(run_path, tags=None):
             if tags is None or t in tags}
 
 
+def cached_scalars(cache, run_path, tags=None):
+    """read_scalars of a run, read once per cache: later calls on the same run return what was read
+    (with all of its tags when `tags` is None)."""
+    if run_path not in cache:
+        cache[run_path] = read_scalars(run_path, tags)
+    return cache[run_path]
+
+
 def final_return(points, last_share=0.1):
     """Mean of the last `last_share` (at least one) of the logged episodic returns; nan if none."""
     if not points:
@@ -729,16 +737,16 @@ def steps_reached(run, state):
     return run.total if state.status == "done" else state.step
 
 
-def summarize(run, state, experiment_name, budget):
-    """One CSV row: the run's configuration, its status, and (when finished) its final values."""
+def summarize(run, state, experiment_name, budget, cache):
+    """One CSV row: the run's configuration, its status, and (when finished) its final values.
+    cache: cached_scalars' cache of this aggregation."""
     row = {"experiment": experiment_name, "variant": run.variant.name, "algo": run.variant.algo, "env": run.env,
            "seed": run.seed, "budget": budget, "total_timesteps": run.total,
            "status": f"failed: {state.error}" if state.error else state.status,
            "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT),
            "commit": " ".join(run_commits(run.directory))}
     if state.status in ("done", "partial"):
-        scalars = read_scalars(state.run_path, {"charts/episodic_return", "losses/approx_kl",
-                                                "reset/distill_loss_start"})
+        scalars = cached_scalars(cache, state.run_path)
         returns = scalars.get("charts/episodic_return", [])
         row.update(returns_at(returns, steps_reached(run, state)))
         row.update(stability(returns, scalars.get("losses/approx_kl", []), scalars.get("reset/distill_loss_start", []),
@@ -1010,14 +1018,15 @@ def reproduce_command(name, budget, seeds, envs, variants):
     return cmd
 
 
-def distill_over_run(finished, segments=6):
+def distill_over_run(finished, cache, segments=6):
     """Table 2 over the run instead of its mean: per method and task, in `segments` equal spans of
     steps, the resets, their mean distillation epochs, alpha-DKL just after the reset and policy std
-    (over the finished runs' resets in the span). finished: [(variant label, env, run path)]."""
+    (over the finished runs' resets in the span). finished: [(variant label, env, run path)];
+    cache: cached_scalars' cache."""
     tags = DISTILL_METRICS
     body = []
     for label, env in dict.fromkeys((label, env) for label, env, _ in finished):
-        scalars = [read_scalars(path, set(tags)) for lb, e, path in finished if (lb, e) == (label, env)]
+        scalars = [cached_scalars(cache, path) for lb, e, path in finished if (lb, e) == (label, env)]
         last = max((step for sc in scalars for step, _ in sc.get(tags[0], [])), default=0)
         if last:  # the spans end at a round number of steps: 3M, not the last reset's step
             unit = segments * 10 ** max(0, math.floor(math.log10(last)) - 2)
@@ -1169,16 +1178,14 @@ def plot_panels(path, title, ylabel, panels, bins=50, cols=3, marks=None):
     plt.close(fig)
 
 
-def figures(out_dir, stem, title, finished, tags, marks=None):
-    """finished: [(variant label, env, run path)]; writes one PNG per tag, returns their paths."""
-    cache = {}
-    for _, _, path in finished:
-        cache[path] = read_scalars(path, set(tags))
+def figures(out_dir, stem, title, finished, tags, cache, marks=None):
+    """finished: [(variant label, env, run path)]; writes one PNG per tag, returns their paths.
+    cache: cached_scalars' cache."""
     written = []
     for tag in tags:
         panels = {}
         for label, env, path in finished:
-            panels.setdefault(env, {}).setdefault(label, []).append(cache[path].get(tag, []))
+            panels.setdefault(env, {}).setdefault(label, []).append(cached_scalars(cache, path).get(tag, []))
         if not any(p for runs in panels.values() for group in runs.values() for p in group):
             continue
         name = "curves" if tag == "charts/episodic_return" else tag.split("/")[-1]
@@ -1190,10 +1197,9 @@ def figures(out_dir, stem, title, finished, tags, marks=None):
     return written
 
 
-def metrics_grid(path, title, drawn, tags):
+def metrics_grid(path, title, drawn, tags, cache):
     """One PNG of the plasticity curves: a panel per task and metric (a task's metrics in rows of
-    three), a line per method. drawn: [(variant label, env, run path)]."""
-    cache = {p: read_scalars(p, set(tags)) for _, _, p in drawn}
+    three), a line per method. drawn: [(variant label, env, run path)]; cache: cached_scalars' cache."""
     envs = list(dict.fromkeys(env for _, env, _ in drawn))
     panels = {}
     for env in envs:
@@ -1201,7 +1207,7 @@ def metrics_grid(path, title, drawn, tags):
             panel = panels.setdefault(f"{env}: {tag.split('/')[-1]}", {})
             for label, e, p in drawn:
                 if e == env:
-                    panel.setdefault(label, []).append(cache[p].get(tag, []))
+                    panel.setdefault(label, []).append(cached_scalars(cache, p).get(tag, []))
     plot_panels(path, title, "", panels)
     return path
 
@@ -1216,7 +1222,8 @@ def aggregate(experiment, runs, states, opts):
     label = budget_label(opts.budget, opts.total_timesteps)
     out_dir = Path(opts.results_dir) / experiment.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = reuse([summarize(r, states[r.directory], experiment.name, label) for r in runs], opts.reuse)
+    cache = {}  # each run's scalars, read once for the CSV, the tables and the figures
+    rows = reuse([summarize(r, states[r.directory], experiment.name, label, cache) for r in runs], opts.reuse)
     write_csv(out_dir / f"runs_{label}.csv", rows)
     variants = list(dict.fromkeys(r.variant for r in runs))
     envs = list(dict.fromkeys(r.env for r in runs))
@@ -1225,26 +1232,27 @@ def aggregate(experiment, runs, states, opts):
     steps_note = " / ".join(f"{s:,}" for s in steps) + " environment steps per run"
     finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
                 if states[r.directory].status == "done"]
-    over_run = distill_over_run(finished) if experiment.kind == "distill" else ""
+    over_run = distill_over_run(finished, cache) if experiment.kind == "distill" else ""
     started = [r for r in runs if states[r.directory].status in ("done", "partial")]
     curves, marks = [], {}
     for r in (r for r in started if "--friction-period" in r.args):  # Cycle Friction, as far as each run got
         state, period = states[r.directory], int(r.args["--friction-period"])
-        returns = read_scalars(state.run_path, {"charts/episodic_return"}).get("charts/episodic_return", [])
+        returns = cached_scalars(cache, state.run_path).get("charts/episodic_return", [])
         curves.append((r.variant.name, r.env, period, steps_reached(r, state), returns))
         marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
     friction = friction_table(curves)
     if experiment.kind == "cycle":  # long runs: draw and tabulate the unfinished ones as far as they got
         finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in started]
-        over_run = distill_over_run(finished, segments=5)
+        over_run = distill_over_run(finished, cache, segments=5)
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
     title = f"{experiment.name} [{label}]" + (" (unfinished runs as far as they got)" if experiment.kind == "cycle"
                                               else "")
-    written = figures(out_dir, label, title, finished, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
+    written = figures(out_dir, label, title, finished, ("charts/episodic_return",) + tuple(experiment.metrics),
+                      cache, marks)
     if experiment.kind == "cycle" and finished:
         written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{title}: plasticity of the actor, "
-                                    "mean ± std over seeds", finished, experiment.metrics))
+                                    "mean ± std over seeds", finished, experiment.metrics, cache))
     print(f"wrote {out_dir / f'{experiment.name}_{label}.md'}, {out_dir / f'runs_{label}.csv'}"
           + "".join(f", {w.name}" for w in written))
     return out_dir
@@ -1269,12 +1277,13 @@ def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
             continue
         finished.append((args.get("exp_name", p.name), args.get("env_id", "?"), run_path))
     out_dir.mkdir(parents=True, exist_ok=True)
-    over_run = distill_over_run(finished)
+    cache = {}
+    over_run = distill_over_run(finished, cache)
     if over_run:
         (out_dir / f"distillation_{stem}.md").write_text(
             "# Distillation over the run\n\nMeans over each span's resets. Runs: "
             + ", ".join(f"{label} {env} ({path.name})" for label, env, path in finished) + "\n\n" + over_run + "\n")
-    return figures(out_dir, stem, "Plasticity metrics", finished, tags)
+    return figures(out_dir, stem, "Plasticity metrics", finished, tags, cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1423,7 +1432,7 @@ def main(argv=None):
                         if states[r.directory].status == "done"]
             out_dir = Path(opts.results_dir) / "metrics" / name
             out_dir.mkdir(parents=True, exist_ok=True)
-            for w in figures(out_dir, label, f"{name} [{label}]", finished, ALL_METRICS):
+            for w in figures(out_dir, label, f"{name} [{label}]", finished, ALL_METRICS, {}):
                 print(f"wrote {w}")
         return 0
 

@@ -391,11 +391,11 @@ def test_distillation_over_the_run_is_split_into_spans(tmp_path):
             writer.add_scalar("reset/policy_std", 1 / k, 100_000 * k)
         writer.close()
         runs.append(("P3O", "Hopper-v5", path))
-    table = rp.distill_over_run(runs, segments=3).splitlines()
+    table = rp.distill_over_run(runs, {}, segments=3).splitlines()
     assert table[2:] == ["| P3O | Hopper-v5 | 0–200k | 4 | 2.5 | 0.15 | 0.75 |",
                          "| P3O | Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
                          "| P3O | Hopper-v5 | 400k–600k | 4 | 6.5 | 0.55 | 0.183 |"]
-    assert rp.distill_over_run([]) == ""
+    assert rp.distill_over_run([], {}) == ""
 
 
 def test_unknown_env_id_is_refused_before_anything_is_planned(tmp_path, capsys):
@@ -485,9 +485,12 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
-def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_period(tmp_path):
+def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_period(tmp_path, monkeypatch):
     """The friction experiment (not only cycle) gets the table around each change; at the reduced
-    budget a period is 1M / 8 = 125,000 steps, so the window is a quarter of it and the three never overlap."""
+    budget a period is 1M / 8 = 125,000 steps, so the window is a quarter of it and the three never overlap.
+    Each run's logs are read once for both the table and the figures."""
+    reads, read_scalars = [], rp.read_scalars
+    monkeypatch.setattr(rp, "read_scalars", lambda path, tags=None: reads.append(path) or read_scalars(path, tags))
     runs = by_name(plan("friction", "reduced", seeds=(1,), envs=("cyclefriction/Hopper-v5",), algos=["ppo", "p3o"],
                         runs_dir=tmp_path / "runs"))
     ppo, p3o = runs[("PPO", "cyclefriction/Hopper-v5", 1)], runs[("P3O", "cyclefriction/Hopper-v5", 1)]
@@ -504,6 +507,8 @@ def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_p
     assert "| cyclefriction/Hopper-v5 | 250k | 3 → 2 | P3O | 31,250 | 244 | 276 | – |" in table  # ran to 300k
     assert "| cyclefriction/Hopper-v5 | 875k | 4 → 3 | PPO | 31,250 | 860 | 891 | 984 |" in table
     assert table.count("| cyclefriction/Hopper-v5 | ") == 1 + 7 * 2
+    assert (tmp_path / "results" / "friction" / "curves_reduced.png").is_file()
+    assert len(reads) == len(set(reads)) == 2  # two runs: each one's logs read once for the CSV, tables and figures
 
 
 def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
