@@ -638,11 +638,10 @@ def read_scalars(run_path, tags=None):
             if tags is None or t in tags}
 
 
-def cached_scalars(cache, run_path, tags=None):
-    """read_scalars of a run, read once per cache: later calls on the same run return what was read
-    (with all of its tags when `tags` is None)."""
+def cached_scalars(cache, run_path):
+    """read_scalars of a run (all of its tags), read once per cache: a {run path: scalars} dict."""
     if run_path not in cache:
-        cache[run_path] = read_scalars(run_path, tags)
+        cache[run_path] = read_scalars(run_path)
     return cache[run_path]
 
 
