@@ -627,19 +627,17 @@ def drop_orphaned(points):
     return kept
 
 
-def read_scalars(run_path, tags=None):
+def read_scalars(run_path):
     """{tag: [(step, value), ...]} from a run directory's TensorBoard event files, orphans dropped."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_path), size_guidance={"scalars": 0})
     acc.Reload()
-    available = acc.Tags()["scalars"]
-    return {t: drop_orphaned([(e.step, e.value) for e in acc.Scalars(t)]) for t in available
-            if tags is None or t in tags}
+    return {t: drop_orphaned([(e.step, e.value) for e in acc.Scalars(t)]) for t in acc.Tags()["scalars"]}
 
 
 def cached_scalars(cache, run_path):
-    """read_scalars of a run (all of its tags), read once per cache: a {run path: scalars} dict."""
+    """read_scalars of a run, read once per cache: a {run path: scalars} dict."""
     if run_path not in cache:
         cache[run_path] = read_scalars(run_path)
     return cache[run_path]

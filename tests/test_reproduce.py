@@ -294,7 +294,7 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
         png = results / "table1" / f"{name}_smoke.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
     rows = rp.read_csv(results / "table1" / "runs_smoke.csv")
-    assert [(r["algo"], r["status"], r["steps"]) for r in rows] == [("ppo", "done", 8192.0), ("p3o", "done", 8192.0)]
+    assert [(r["algo"], r["status"], r["steps"]) for r in rows] == [("ppo", "done", 8192), ("p3o", "done", 8192)]
     ppo_final = next(r["final_return"] for r in rows if r["algo"] == "ppo")
     assert ppo_final == pytest.approx(rp.final_return(returns))
 
@@ -490,7 +490,7 @@ def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_p
     budget a period is 1M / 8 = 125,000 steps, so the window is a quarter of it and the three never overlap.
     Each run's logs are read once for both the table and the figures."""
     reads, read_scalars = [], rp.read_scalars
-    monkeypatch.setattr(rp, "read_scalars", lambda path, tags=None: reads.append(path) or read_scalars(path, tags))
+    monkeypatch.setattr(rp, "read_scalars", lambda path: reads.append(path) or read_scalars(path))
     runs = by_name(plan("friction", "reduced", seeds=(1,), envs=("cyclefriction/Hopper-v5",), algos=["ppo", "p3o"],
                         runs_dir=tmp_path / "runs"))
     ppo, p3o = runs[("PPO", "cyclefriction/Hopper-v5", 1)], runs[("P3O", "cyclefriction/Hopper-v5", 1)]
@@ -545,10 +545,10 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     csv_text = (tmp_path / "results" / "table1" / "runs_smoke.csv").read_text()
     assert "\ntable1,PPO,ppo,Hopper-v5,1,smoke,8192,done," in csv_text  # counts stay whole numbers
     rows = {(r["algo"], r["seed"]): r for r in rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")}
-    reused = rows[("ppo", 1.0)]
+    reused = rows[("ppo", 1)]
     assert reused["reused_from"] == os.path.relpath(earlier, ROOT) and reused["commit"] == "0ld0001"
-    assert rows[("ppo", 1.0)]["experiment"] == "table1" and "reused_from" not in rows[("ppo", 2.0)]
-    assert rows[("p3o", 1.0)]["commit"] == head
+    assert rows[("ppo", 1)]["experiment"] == "table1" and "reused_from" not in rows[("ppo", 2)]
+    assert rows[("p3o", 1)]["commit"] == head
 
     # a fresh start replaces what a stale launch recorded; a CSV that is not a runs CSV is refused in one line
     rp.prepare(runs[("PPO", "Hopper-v5", 1)], rp.State("new"))
