@@ -297,6 +297,11 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
     assert [(r["algo"], r["status"], r["steps"]) for r in rows] == [("ppo", "done", 8192), ("p3o", "done", 8192)]
     ppo_final = next(r["final_return"] for r in rows if r["algo"] == "ppo")
     assert ppo_final == pytest.approx(rp.final_return(returns))
+    # `metrics --paths`: the checkpoints say which file wrote each run; their names say ppo and p3o
+    rp.metrics_figures([ppo.directory, p3o_run], results / "metrics", "smoke")
+    runs_named = (results / "metrics" / "distillation_smoke.md").read_text().split("\n\n")[1]
+    assert runs_named == (f"Means over each span's resets. Runs: ppo InvertedPendulum-v5 ({interrupted.name}), "
+                          f"p3o InvertedPendulum-v5 ({p3o_run.name})")
 
     # run again: both finished, nothing is started, the logs are untouched
     logs = {r.directory: (r.directory / "stdout.log").read_text() for r in runs.values()}
