@@ -108,22 +108,23 @@ def checkpoint_script(run_dir):
     return None
 
 
-def load_run(run_dir):
+def load_run(run_dir, mmap=False):
     """(module of the file that wrote the run, its checkpoint), read with that file's own loader, which exits
     with one line on an unreadable checkpoint or one of another format. A checkpoint that names no file is
-    offered to each file's loader in turn; the one whose arguments it has takes it, as on --resume."""
+    offered to each file's loader in turn; the one whose arguments it has takes it, as on --resume. mmap:
+    memory-map its tensors (reproduce.py reads a SAC run's arguments without loading its replay buffer)."""
     script = checkpoint_script(run_dir)
     if script is not None:
         if script not in SCRIPTS:
             fail(f"{run_dir}: its checkpoint was written by {script}, which is none of {', '.join(SCRIPTS)}")
         module = importlib.import_module(script[: -len(".py")])
-        return module, module.load_checkpoint(run_dir)
+        return module, module.load_checkpoint(run_dir, mmap=mmap)
     refusals = []
     for candidate in SCRIPTS:
         module = importlib.import_module(candidate[: -len(".py")])
         try:
             with redirect_stdout(io.StringIO()):
-                return module, module.load_checkpoint(run_dir)
+                return module, module.load_checkpoint(run_dir, mmap=mmap)
         except SystemExit as refusal:
             refusals.append(str(refusal.code))
     if all("is not a checkpoint of" in refusal for refusal in refusals):

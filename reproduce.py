@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+import evaluate
 import p3o_continuous
 import ppo_cbp
 import sac_sbp
@@ -1256,25 +1256,6 @@ def aggregate(experiment, runs, states, opts):
     return out_dir
 
 
-def written_by(run_path):
-    """The algorithm file that wrote a run: its checkpoint's header names it (a run of any --exp-name);
-    a checkpoint from before headers named their file, by the run directory's name,
-    <env>__<exp_name>__<seed>__<time>, where exp_name is the file's name. Raises ValueError when neither
-    tells."""
-    for name in CHECKPOINTS:
-        try:
-            header = torch.load(Path(run_path) / name, map_location="cpu", weights_only=False, mmap=True)
-        except Exception:  # missing or unreadable: the one before, then read_checkpoint says why
-            continue
-        if isinstance(header, dict) and (ROOT / str(header.get("script"))).is_file():
-            return header["script"]
-        break
-    script = f"{run_path.name.split('__')[1]}.py" if run_path.name.count("__") == 3 else "?"
-    if not (ROOT / script).is_file():
-        raise ValueError(f"neither its checkpoint nor its name tells which algorithm file wrote it ({run_path.name})")
-    return script
-
-
 def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
     """The `metrics` command on arbitrary run directories: group by the run's exp_name and env."""
     finished = []
@@ -1284,10 +1265,10 @@ def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
         if run_path is None:
             print(f"skipping {p}: no run with a checkpoint there")
             continue
-        try:
-            args = read_checkpoint(run_path, written_by(run_path)).get("args", {})
-        except ValueError as e:
-            print(f"skipping {p}: {e}")
+        try:  # with the loader of the file that wrote it, which its checkpoint names (any --exp-name)
+            args = evaluate.load_run(run_path, mmap=True)[1].get("args", {})
+        except SystemExit as e:
+            print(f"skipping {p}: {str(e.code).removeprefix('error: ')}")
             continue
         finished.append((args.get("exp_name", p.name), args.get("env_id", "?"), run_path))
     out_dir.mkdir(parents=True, exist_ok=True)
