@@ -24,12 +24,17 @@ the updates since the last checkpoint.
 Outputs go to results/<experiment>/, file names carrying the budget (smoke, reduced, cycle, paper):
 <experiment>_<budget>.md (tables in the paper's layout, ours beside the paper's numbers where
 it has them, with the budget and seeds stated), runs_<budget>.csv (one row per run), and PNG
-figures (mean over seeds with a shaded band of one standard deviation, one panel per task).
+figures (the mean over seeds with its 95% t-interval shaded and every seed as a thin line, one panel per task),
+drawn from curves_<budget>.csv (each run's curves, a point per hundredth of its steps), so a table and
+its figures can be redrawn from results/ alone (--reuse of its runs CSV).
 
 Definitions used in every table:
 - final return of a run: the mean of the last 10% (at least one) of the episodic returns it
   logged (charts/episodic_return), in the order logged;
-- a cell: mean ± standard deviation (numpy's std, ddof=0) over the seeds whose runs finished;
+- a cell: mean [95% t-interval (std with ddof=1)] (n seeds) over the seeds whose runs finished;
+- beside it every seed's value, the deterministic evaluation of each final checkpoint (evaluate.py,
+  --eval-episodes), Welch's t-test of P3O against each method per task, and across tasks the IQM of
+  normalised scores and P3O's probability of improvement with 95% stratified-bootstrap intervals (rliable);
 - reset statistics (Table 4): from the checkpoint's per-neuron reset counts of the actor's
   hidden layers: total resets, average resets per neuron, share of neurons reset at least once;
 - distillation cost (Tables 2 and 5): the checkpoint's cumulative distillation, PPO and
@@ -37,9 +42,11 @@ Definitions used in every table:
 """
 
 import argparse
+import contextlib
 import csv
 import functools
 import importlib
+import io
 import math
 import os
 import re
@@ -721,7 +728,8 @@ def method_statistics(ckpt):
 
 
 CSV_FIELDS = ["experiment", "variant", "algo", "env", "seed", "budget", "total_timesteps", "status", "steps",
-              "final_return", "episodes", "neurons", "total_resets", "avg_resets_per_neuron", "share_neurons_reset",
+              "final_return", "eval_return", "eval_std", "eval_episodes", "episodes", "neurons", "total_resets",
+              "avg_resets_per_neuron", "share_neurons_reset",
               "resets", "distill_epochs", "distill_per_reset", "ppo_epochs", "distill_to_ppo", "recovery_epochs",
               "reset_seconds", "run_dir", "commit", "reused_from"] + [
               f"return_{steps_label(m)}" for m in MILESTONES] + [
@@ -735,9 +743,36 @@ def steps_reached(run, state):
     return run.total if state.status == "done" else state.step
 
 
-def summarize(run, state, experiment_name, budget, cache):
-    """One CSV row: the run's configuration, its status, and (when finished) its final values.
-    cache: cached_scalars' cache of this aggregation."""
+EVAL_SEED = evaluate.Args.seed  # evaluation episode k is seeded EVAL_SEED + k (no training seed is that large)
+
+
+def evaluation(run_path, episodes):
+    """(mean, std) of the returns of `episodes` deterministic episodes of a finished run's final checkpoint
+    (evaluate.py: the policy's mean action, the run's observation statistics frozen, episode seeds from
+    EVAL_SEED). Kept in <run>/evaluation.csv and read from there when it holds these episodes of this
+    checkpoint; (None, None) when episodes is 0."""
+    if not episodes:
+        return None, None
+    path = Path(run_path) / "evaluation.csv"
+    step = int(evaluate.load_run(str(run_path), mmap=True)[1]["global_step"])
+    rows = read_csv(path) if path.is_file() else []
+    if [(r.get("global_step"), r.get("seed")) for r in rows] != [(step, EVAL_SEED + k) for k in range(episodes)]:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                rows = evaluate.evaluate_run(str(run_path), evaluate.Args(run_dirs=(str(run_path),),
+                                                                          episodes=episodes), None)
+        except (Exception, SystemExit) as e:  # a table is still written; the run's evaluation cells stay empty
+            print(f"warning: evaluating {run_path} failed ({str(e).removeprefix('error: ') or type(e).__name__}); "
+                  "its evaluation cells stay empty")
+            return None, None
+        evaluate.write_csv(path, rows)
+    returns = np.array([float(r["return"]) for r in rows])
+    return float(returns.mean()), float(returns.std())
+
+
+def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
+    """One CSV row: the run's configuration, its status, and (when finished) its final values and the
+    evaluation of its final checkpoint (`eval_episodes` episodes). cache: cached_scalars' cache."""
     row = {"experiment": experiment_name, "variant": run.variant.name, "algo": run.variant.algo, "env": run.env,
            "seed": run.seed, "budget": budget, "total_timesteps": run.total,
            "status": f"failed: {state.error}" if state.error else state.status,
@@ -752,6 +787,8 @@ def summarize(run, state, experiment_name, budget, cache):
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
+        row["eval_return"], row["eval_std"] = evaluation(state.run_path, eval_episodes)
+        row["eval_episodes"] = eval_episodes or None
     return row
 
 
@@ -816,6 +853,67 @@ def reuse(rows, paths):
             if r.get("status") == "new" and run_key(r) in earlier else r for r in rows]
 
 
+CURVE_POINTS = 100  # points per run in curves_<budget>.csv: the mean of each hundredth of its steps
+
+
+def run_curve(key, total, reached, scalars, tags):
+    """A run's curves as rows of curves_<budget>.csv: for k = 1..CURVE_POINTS, at step k x total /
+    CURVE_POINTS, the mean of each tag's values logged in the span (previous point, this one] (step 0
+    counts in the first; blank where a span has none), up to the span holding `reached`. key: the run's
+    RUN_KEY_FIELDS values."""
+    edges = np.linspace(0, total, CURVE_POINTS + 1).round().astype(np.int64)
+    columns = {}
+    for tag in tags:
+        points = scalars.get(tag, [])
+        if points:
+            steps, values = np.array([p[0] for p in points]), np.array([p[1] for p in points], dtype=float)
+            span = np.clip(np.searchsorted(edges, steps, side="left") - 1, 0, CURVE_POINTS - 1)
+            counts = np.bincount(span, minlength=CURVE_POINTS)
+            columns[tag] = np.bincount(span, values, CURVE_POINTS) / np.maximum(counts, 1)
+            columns[tag][counts == 0] = np.nan
+    rows = []
+    for k in range(CURVE_POINTS):
+        if edges[k] >= reached:
+            break
+        values = {tag: float(column[k]) for tag, column in columns.items() if np.isfinite(column[k])}
+        if values:
+            rows.append({**key, "step": int(edges[k + 1]), **values})
+    return rows
+
+
+def curves_of(runs, states, budget, cache, tags):
+    """run_curve of each run that has a checkpoint (as far as it got)."""
+    return [c for r in runs if states[r.directory].status in ("done", "partial")
+            for c in run_curve({"variant": r.variant.name, "algo": r.variant.algo, "env": r.env, "seed": r.seed,
+                                "budget": budget, "total_timesteps": r.total}, r.total,
+                               steps_reached(r, states[r.directory]), cached_scalars(cache, states[r.directory].run_path),
+                               tags)]
+
+
+def write_curves(path, curves):
+    tags = sorted({k for r in curves for k in r} - set(RUN_KEY_FIELDS) - {"step"})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(RUN_KEY_FIELDS) + ["step"] + tags)
+        writer.writeheader()
+        writer.writerows(curves)
+
+
+def curves_path(runs_csv):
+    """curves_<budget>.csv beside a runs_<budget>.csv (None for a CSV of another name)."""
+    path = Path(runs_csv)
+    return path.with_name("curves_" + path.name.removeprefix("runs_")) if path.name.startswith("runs_") else None
+
+
+def reused_curves(rows):
+    """The curve rows of reused runs, from the curves CSV beside the runs CSV each came from (none when
+    that CSV predates curves files)."""
+    wanted = {}
+    for r in rows:
+        if r.get("reused_from"):
+            wanted.setdefault(curves_path(ROOT / r["reused_from"]), set()).add(run_key(r))
+    return [c for path, keys in wanted.items() if path and path.is_file() for c in read_csv(path) if run_key(c) in keys]
+
+
 def provenance(rows):
     """Which code made the runs in a table: per commit (and CSV a run was reused from), the methods and
     how many of their runs; '' when no run has started."""
@@ -830,26 +928,90 @@ def provenance(rows):
              for (commit, source), variants in groups.items()]
     text = "Runs by the commit they were launched from (runs per method): " + "; ".join(parts) + "."
     if any(source for _, source in groups):
-        text += (" Reused runs are in the tables, not in the figures: their event files are not in this "
-                 "runs directory.")
+        text += (" Reused runs are drawn from the curves CSV beside the runs CSV they came from, where it "
+                 "exists.")
     return text
 
 
-def mean_std(values):
-    """(mean, std with ddof=0, n) of the finite values; (nan, nan, 0) when there are none."""
-    vals = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+# Normalised score of a task for the cross-task statistics, fixed before any result was read: MuJoCo
+# (and its Cycle Friction variant) 0 at a uniformly random policy, 1 at the paper's PPO (Table 1); DMC
+# return / 1000 (its returns lie in [0, 1000]). RANDOM_RETURN: mean return of 10 episodes of uniform random
+# actions on the v5 task (episode seeds 0-9, action space seeded 0), random_return() below.
+RANDOM_RETURN = {"Hopper": 31.1, "HumanoidStandup": 33013.6, "Walker2d": 5.7, "Ant": -23.6, "HalfCheetah": -225.9,
+                 "Humanoid": 90.1}
+CONFIDENCE = 0.95
+BOOTSTRAP_REPS = 2000  # stratified-bootstrap resamples of the IQM and probability-of-improvement intervals
+BOOTSTRAP_SEED = 0  # rliable draws from numpy's global generator: seeded, so a table is the same every time
+
+
+def random_return(env_id, episodes=10):
+    """Mean return of `episodes` episodes of uniform random actions (RANDOM_RETURN's measurement)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    total = []
+    for k in range(episodes):
+        env.reset(seed=k)
+        ret, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            ret, done = ret + float(reward), terminated or truncated
+        total.append(ret)
+    env.close()
+    return float(np.mean(total))
+
+
+def normalisation(env_id):
+    """(score 0, score 1) of a task's returns, or None when it has no reference (see RANDOM_RETURN)."""
+    if env_id.startswith("dm_control/"):
+        return 0.0, 1000.0
+    task = task_name(env_id)
+    return (RANDOM_RETURN[task], PAPER_TABLE1[task]["ppo"]) if task in RANDOM_RETURN else None
+
+
+def finite(values):
+    return np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+
+
+def t_interval(values):
+    """(mean, low, high, n): the 95% t-interval of the mean (std with ddof=1) of the finite values; low
+    and high are nan for one value, everything nan (n=0) for none."""
+    from scipy import stats
+
+    vals = finite(values)
     if vals.size == 0:
-        return float("nan"), float("nan"), 0
-    return float(vals.mean()), float(vals.std()), int(vals.size)
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(vals.mean())
+    if vals.size == 1:
+        return mean, float("nan"), float("nan"), 1
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, vals.size - 1) * vals.std(ddof=1) / math.sqrt(vals.size))
+    return mean, mean - half, mean + half, int(vals.size)
+
+
+def welch_p(a, b):
+    """Two-sided p-value of Welch's t-test (unequal variances) between two samples; nan below 2 values
+    a side or when both are constant."""
+    from scipy import stats
+
+    a, b = finite(a), finite(b)
+    if a.size < 2 or b.size < 2 or (a.std() == 0 and b.std() == 0):
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def interval_text(values, fmt="{:,.0f}"):
+    """'mean [low, high] (n=k)', the t-interval; 'mean (n=1)'; '—' for none."""
+    mean, low, high, n = t_interval(values)
+    if n == 0:
+        return "—"
+    return fmt.format(mean) + ("" if n == 1 else f" [{fmt.format(low)}, {fmt.format(high)}]") + f" (n={n})"
 
 
 def cell(rows, key, fmt="{:,.0f}", paper=None, want=None, statuses=("done",)):
-    """'mean ± std' of `key` over rows (finished runs, or those of `statuses`), '(n=k)' when fewer
-    than `want` seeds, '(paper X)' beside it when the paper has a number."""
-    mean, std, n = mean_std([r.get(key) for r in rows if r.get("status") in statuses])
-    text = "—" if n == 0 else f"{fmt.format(mean)} ± {fmt.format(std)}"
-    if n and want and n < want:
-        text += f" (n={n})"
+    """'mean [95% t-interval] (n=k)' of `key` over rows (finished runs, or those of `statuses`),
+    '(paper X)' beside it when the paper has a number. want: unused (n is always stated)."""
+    text = interval_text([r.get(key) for r in rows if r.get("status") in statuses], fmt)
     if paper is not None:
         text += f" (paper {fmt.format(paper)})"
     return text
@@ -866,7 +1028,7 @@ def markdown_table(header, body):
 
 
 def returns_table(rows, variants, envs, paper=None, want=None):
-    """Rows: tasks; columns: variants; cells: final return mean ± std (paper X)."""
+    """Rows: tasks; columns: variants; cells: final return mean [95% CI] (n) (paper X)."""
     body = []
     for env in envs:
         line = [env]
@@ -977,8 +1139,8 @@ def friction_table(curves, window=WINDOW):
     """Cycle Friction: for each friction change inside the runs and each method, the mean return of
     the episodes logged in the window before the change, in the window after it, and in the last
     window of the new phase (just before the next change); the window is `window` steps, or a quarter
-    of the friction period when that is shorter, so the three never overlap. Cells: mean ± std over the
-    seeds that got that far. curves: [(method label, env, friction period, steps reached, points)]."""
+    of the friction period when that is shorter, so the three never overlap. Cells: mean [95% t-interval] (n) over
+    the seeds that got that far. curves: [(method label, env, friction period, steps reached, points)]."""
     from envs import friction_multiplier
 
     groups = {}
@@ -993,8 +1155,7 @@ def friction_table(curves, window=WINDOW):
                 def span(lo, hi):
                     means = [m for m in (window_mean(points, lo, hi) for reached, points in seeds if reached >= hi)
                              if m is not None]
-                    return "–" if not means else f"{np.mean(means):,.0f}" + (f" ± {np.std(means):,.0f}"
-                                                                              if len(means) > 1 else "")
+                    return "–" if not means else interval_text(means)
                 body.append([env, steps_label(change), f"{friction_multiplier(change - 1, period)} → "
                              f"{friction_multiplier(change, period)}", label, f"{w:,}", span(change - w, change),
                              span(change, change + w), span(change + period - w, change + period)])
@@ -1039,14 +1200,132 @@ def distill_over_run(finished, cache, segments=6):
                            "alpha-DKL after the reset", "policy std"], body) if body else ""
 
 
+COMPARED = (("final_return", "training"), ("eval_return", "evaluation"))  # the two returns every claim names
+REFERENCE_ALGOS = ("p3o", "sac-cycle")  # the method compared with every other one: P3O, or SAC with SBP
+
+
+def seed_values(rows, key):
+    """{seed: value} of the finished rows that have `key`."""
+    return {r["seed"]: r[key] for r in rows if r.get("status") == "done" and r.get(key) is not None}
+
+
+def every_seed_table(rows, variants, envs):
+    """Per task and method: training and evaluation return as 95% t-intervals, and every seed's values."""
+    body = []
+    for env in envs:
+        for v in variants:
+            sel = select(rows, env=env, variant=v.name)
+            train, test = seed_values(sel, "final_return"), seed_values(sel, "eval_return")
+            if not train:
+                continue
+            per_seed = "; ".join(f"{seed}: {train[seed]:,.0f}" + (f" / {test[seed]:,.0f}" if seed in test else "")
+                                 for seed in sorted(train))
+            body.append([env, v.name, interval_text(train.values()), interval_text(test.values()), per_seed])
+    return markdown_table(["task", "method", "training return", "evaluation return",
+                           "seed: training / evaluation"], body) if body else ""
+
+
+def reference_variant(variants):
+    return next((v for v in variants if v.algo in REFERENCE_ALGOS and not v.overrides), None)
+
+
+def comparison_table(rows, variants, envs):
+    """Per task and return (training, evaluation): the reference method (P3O) against each other method,
+    the difference of the means, Welch's two-sided p and the reading (not separated when p >= 0.05)."""
+    ref = reference_variant(variants)
+    body = []
+    for env in envs if ref else ():
+        for key, name in COMPARED:
+            a = seed_values(select(rows, env=env, variant=ref.name), key)
+            for v in variants:
+                b = seed_values(select(rows, env=env, variant=v.name), key)
+                if v == ref or len(a) < 2 or len(b) < 2:
+                    continue
+                p, diff = welch_p(list(a.values()), list(b.values())), np.mean(list(a.values())) - np.mean(list(b.values()))
+                reading = "not separated" if not p < 0.05 else f"{ref.name} {'ahead' if diff > 0 else 'behind'}"
+                body.append([env, name, v.name, f"{len(a)} vs {len(b)}", f"{diff:+,.0f}",
+                             "–" if math.isnan(p) else f"{p:.3f}", reading])
+    return markdown_table(["task", "return", f"{ref.name if ref else ''} against", "seeds", "difference of means",
+                           "Welch p", "reading"], body) if body else ""
+
+
+def normalised_scores(rows, variants, envs, key):
+    """{method: array (runs x tasks)} of normalised scores over the tasks that have a reference
+    (normalisation), per method the seeds finished on every one of them; and those tasks."""
+    tasks = [e for e in envs if normalisation(e)]
+    scores = {}
+    for v in variants:
+        per_task = [seed_values(select(rows, env=e, variant=v.name), key) for e in tasks]
+        seeds = sorted(set.intersection(*(set(d) for d in per_task))) if per_task else []
+        if seeds:
+            scores[v.name] = np.array([[(d[s] - normalisation(e)[0]) / (normalisation(e)[1] - normalisation(e)[0])
+                                        for d, e in zip(per_task, tasks)] for s in seeds])
+    return scores, tasks
+
+
+def aggregate_table(rows, variants, envs, key):
+    """Across tasks (Agarwal et al. 2021, with rliable): per method the IQM of the normalised scores with
+    a 95% stratified-bootstrap interval, and the probability that the reference method (P3O) improves on
+    each other one, with its interval. The bootstrap is seeded (BOOTSTRAP_SEED)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores, tasks = normalised_scores(rows, variants, envs, key)
+    if not scores:
+        return ""
+    np.random.seed(BOOTSTRAP_SEED)
+    iqm, iqm_ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                             reps=BOOTSTRAP_REPS, confidence_interval_size=CONFIDENCE)
+    body = [[name, f"{m.shape[0]} x {m.shape[1]}", f"{iqm[name][0]:.3f} [{iqm_ci[name][0, 0]:.3f}, "
+             f"{iqm_ci[name][1, 0]:.3f}]", ""] for name, m in scores.items()]
+    ref = reference_variant(variants)
+    pairs = {v.name: (scores[ref.name], scores[v.name]) for v in variants
+             if ref and v != ref and ref.name in scores and v.name in scores}
+    if pairs:
+        np.random.seed(BOOTSTRAP_SEED)
+        poi, poi_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=BOOTSTRAP_REPS,
+                                                 confidence_interval_size=CONFIDENCE)
+        for line in body:
+            if line[0] in poi:
+                low, high = np.ravel(poi_ci[line[0]])
+                line[3] = f"{float(poi[line[0]]):.2f} [{low:.2f}, {high:.2f}]"
+    references = "; ".join(f"{e}: {normalisation(e)[0]:,.1f} → 0, {normalisation(e)[1]:,.0f} → 1" for e in tasks)
+    return (f"Normalised score per task ({references}): MuJoCo 0 at a uniformly random policy and 1 at the "
+            "paper's PPO (Table 1), DeepMind Control return / 1000; fixed before any result was read. "
+            f"{BOOTSTRAP_REPS:,} stratified-bootstrap resamples, numpy seeded {BOOTSTRAP_SEED}.\n\n"
+            + markdown_table(["method", "runs x tasks", "IQM [95% CI]",
+                              f"P({ref.name if ref else 'reference'} > method) [95% CI]"], body))
+
+
+def statistics_markdown(rows, variants, envs):
+    """The sections every table gets: every seed, the reference method against the others (Welch), and
+    the cross-task IQM and probability of improvement, on the training and the evaluation return."""
+    out = []
+    seeds = every_seed_table(rows, variants, envs)
+    if seeds:
+        out += ["## Every seed", "", "Training return: mean of the last 10% of a run's logged episodic returns "
+                "(sampled actions). Evaluation return: mean of 10 deterministic episodes of its final checkpoint "
+                f"(evaluate.py: the policy's mean action, episode seeds {EVAL_SEED:,} on). Cells: mean [95% "
+                "t-interval] (n seeds).", "", seeds, ""]
+    compared = comparison_table(rows, variants, envs)
+    if compared:
+        out += ["## Against each method (Welch's t-test)", "", "Two-sided Welch's t-test (unequal variances) on "
+                "the seeds' returns; p >= 0.05 reads \"not separated\", never a win.", "", compared, ""]
+    for key, name in COMPARED:
+        table = aggregate_table(rows, variants, envs, key)
+        if table:
+            out += [f"## Across tasks: IQM and probability of improvement ({name} return)", "", table, ""]
+    return out
+
+
 def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_note, over_run="", friction=""):
     want = len(seeds)
     done = len(select(rows, status="done"))
     out = [f"# {experiment.title}", "",
            f"Budget **{budget}**: {steps_note}; seeds {', '.join(map(str, seeds))}; {done}/{len(rows)} runs "
            f"finished. Produced by `{reproduce_command(experiment.name, budget, seeds, envs, variants)}`.", "",
-           "Final return of a run: mean of the last 10% of its logged episodic returns. Cells: mean ± std "
-           "(ddof=0) over seeds; (n=k) where fewer seeds finished; (paper X): the paper's mean of 5 seeds at "
+           "Final return of a run: mean of the last 10% of its logged episodic returns. Cells: mean over seeds "
+           "[95% t-interval, std with ddof 1] (n seeds); (paper X): the paper's mean of 5 seeds at "
            "12.5M-20M steps, which a shorter budget is not expected to reach.", ""]
     made_by = provenance(rows)
     if made_by:
@@ -1084,11 +1363,12 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
                 resets_table(rows, variants, envs), ""]
     if experiment.kind != "cycle":  # the cycle table has its final returns
         out += ["## Final return", "", returns_table(rows, variants, envs, experiment.paper_returns, want), ""]
+    out += statistics_markdown(rows, variants, envs)
     if friction:
         out += ["## Cycle Friction: return around each friction change", "", "Per change and method: the mean "
                 "episodic return in the window before the change, the window after it, and the last window of "
                 f"the new phase (window: {WINDOW:,} steps or a quarter of the friction period when that is "
-                "shorter); mean ± std over the seeds that got that far.", "", friction, ""]
+                "shorter); mean [95% t-interval] (n) over the seeds that got that far.", "", friction, ""]
     missing = [r for r in rows if r.get("status") != "done"]
     if missing:
         out += ["Not finished (not in the cells): " + ", ".join(f"{r['variant']} {r['env']} seed {r['seed']} "
@@ -1101,112 +1381,105 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
 # ---------------------------------------------------------------------------------------------
 
 
-def binned_mean(points, edges):
-    """Mean of the values in each step bin [edges[i], edges[i+1]); empty bins carry the last value."""
-    out = np.full(len(edges) - 1, np.nan)
-    if not points:
-        return out
-    steps = np.array([p[0] for p in points], dtype=float)
-    values = np.array([p[1] for p in points], dtype=float)
-    idx = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, len(edges) - 2)
-    for i in range(len(out)):
-        sel = values[idx == i]
-        if sel.size:
-            out[i] = sel.mean()
-        elif i and np.isfinite(out[i - 1]) and steps.max() >= edges[i]:
-            out[i] = out[i - 1]
-    return out
+def series_band(series):
+    """Per step over the seeds' series [{step: value}]: (steps, mean, 95% t-interval low, high); the
+    interval is nan where fewer than two seeds have a value."""
+    steps = sorted({step for one in series for step in one})
+    stats = [t_interval([one.get(step) for one in series]) for step in steps]
+    return steps, *(np.array([st[i] for st in stats]) for i in range(3))
 
 
-def mean_band(curves):
-    """Mean and std (ddof=0) over seeds of binned curves; bins with no seed are nan."""
-    stacked = np.vstack(curves)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan bins
-        return np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
-
-
-def plot_panels(path, title, ylabel, panels, bins=50, cols=3, marks=None):
-    """panels: {env: {label: [points of each seed]}}; one panel per task (`cols` to a row), one line
-    per label with a shaded band of one std over seeds; marks: {env: steps to draw a dotted line at}."""
+def plot_panels(path, title, ylabel, panels, cols=3, marks=None):
+    """panels: {panel title: {label: [{step: value} of each seed]}}; one panel per title (`cols` to a row),
+    per label a line of the mean over its seeds with a shaded 95% t-interval, and each seed as a thin line;
+    marks: {panel title: steps to draw a dotted line at}."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    envs = list(panels)
-    cols = min(cols, len(envs))
-    rows = math.ceil(len(envs) / cols)
-    labels = list(dict.fromkeys(label for env in envs for label in panels[env]))
+    names = list(panels)
+    cols = min(cols, len(names))
+    rows = math.ceil(len(names) / cols)
+    labels = list(dict.fromkeys(label for name in names for label in panels[name]))
     ncol = max(1, min(len(labels), 2 * cols))
     legend_height = 0.25 * math.ceil(len(labels) / ncol) + 0.2
     height = 3.4 * rows + 0.7 + legend_height
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, height), squeeze=False)
     colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     styles = {label: "-" if i < 10 else "--" for i, label in enumerate(labels)}
-    for ax, env in zip(axes.flat, envs):
-        longest = max((p[-1][0] for runs in panels[env].values() for p in runs if p), default=0)
-        if longest <= 0:
-            ax.set_title(f"{env} (no data)")
+    for ax, name in zip(axes.flat, names):
+        seeds = {label: [one for one in runs if one] for label, runs in panels[name].items()}
+        if not any(seeds.values()):
+            ax.set_title(f"{name} (no data)")
             continue
-        edges = np.linspace(0, longest, bins + 1)
-        centres = (edges[:-1] + edges[1:]) / 2
-        for label, runs in panels[env].items():
-            runs = [p for p in runs if p]
-            if not runs:
+        for label, series in seeds.items():
+            if not series:
                 continue
-            mean, std = mean_band([binned_mean(p, edges) for p in runs])
-            ax.plot(centres, mean, styles[label], color=colours[label], label=label)
-            ax.fill_between(centres, mean - std, mean + std, alpha=0.2, color=colours[label])
-        for step in (marks or {}).get(env, ()):
+            for one in series:
+                ax.plot(list(one), list(one.values()), styles[label], color=colours[label], linewidth=0.6, alpha=0.45)
+            steps, mean, low, high = series_band(series)
+            ax.plot(steps, mean, styles[label], color=colours[label], linewidth=1.8)
+            ax.fill_between(steps, low, high, alpha=0.2, color=colours[label], linewidth=0)
+        for step in (marks or {}).get(name, ()):
             ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
-        ax.set_title(env)
+        ax.set_title(name)
         ax.set_xlabel("environment steps")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(steps_label))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(envs):]:
+    for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     handles = [matplotlib.lines.Line2D([], [], color=colours[lb], linestyle=styles[lb]) for lb in labels]
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    counts = {lb: sorted({len([o for o in panels[n].get(lb, []) if o]) for n in names} - {0}) for lb in labels}
+    legend = [f"{lb} (n={'/'.join(map(str, counts[lb]))})" for lb in labels]
+    fig.legend(handles, legend, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 13)), fontsize=10)  # narrow figures: wrapped
     fig.tight_layout(rect=(0, legend_height / height, 1, 1 - 0.45 * (1 + title.count(" ") // 40) / height))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def figures(out_dir, stem, title, finished, tags, cache, marks=None):
-    """finished: [(variant label, env, run path)]; writes one PNG per tag, returns their paths.
-    cache: cached_scalars' cache."""
+BAND = "mean over seeds with its 95% t-interval; thin lines: each seed"
+
+
+def tag_panels(curves, tag, by_tag=False):
+    """{panel: {variant: [{step: value} per seed]}} of one tag from curve rows (curves_<budget>.csv): a
+    panel per task, or per task and tag (by_tag)."""
+    panels = {}
+    for r in curves:
+        if r.get(tag) is None:
+            continue
+        panel = f"{r['env']}: {tag.split('/')[-1]}" if by_tag else r["env"]
+        seeds = panels.setdefault(panel, {}).setdefault(r["variant"], {})
+        seeds.setdefault(r["seed"], {})[r["step"]] = r[tag]
+    return {p: {v: list(s.values()) for v, s in methods.items()} for p, methods in panels.items()}
+
+
+def figures(out_dir, stem, title, curves, tags, marks=None):
+    """One PNG per tag from curve rows (curves_<budget>.csv), every seed drawn; returns their paths."""
     written = []
     for tag in tags:
-        panels = {}
-        for label, env, path in finished:
-            panels.setdefault(env, {}).setdefault(label, []).append(cached_scalars(cache, path).get(tag, []))
-        if not any(p for runs in panels.values() for group in runs.values() for p in group):
+        panels = tag_panels(curves, tag)
+        if not panels:
             continue
         name = "curves" if tag == "charts/episodic_return" else tag.split("/")[-1]
         file = out_dir / f"{name}_{stem}.png"
-        seeds = sorted({len(g) for runs in panels.values() for g in runs.values()})
-        plot_panels(file, f"{title}: {tag.split('/')[-1]}, mean ± std over {'/'.join(map(str, seeds))} seed(s)",
-                    "episodic return" if name == "curves" else name, panels, marks=marks)
+        plot_panels(file, f"{title}: {tag.split('/')[-1]}, {BAND}", "episodic return" if name == "curves" else name,
+                    panels, marks=marks)
         written.append(file)
     return written
 
 
-def metrics_grid(path, title, drawn, tags, cache):
+def metrics_grid(path, title, curves, tags):
     """One PNG of the plasticity curves: a panel per task and metric (a task's metrics in rows of
-    three), a line per method. drawn: [(variant label, env, run path)]; cache: cached_scalars' cache."""
-    envs = list(dict.fromkeys(env for _, env, _ in drawn))
+    three), a line per method, from curve rows."""
     panels = {}
-    for env in envs:
-        for tag in tags:
-            panel = panels.setdefault(f"{env}: {tag.split('/')[-1]}", {})
-            for label, e, p in drawn:
-                if e == env:
-                    panel.setdefault(label, []).append(cached_scalars(cache, p).get(tag, []))
-    plot_panels(path, title, "", panels)
+    for tag in tags:
+        panels.update(tag_panels(curves, tag, by_tag=True))
+    order = [f"{env}: {t.split('/')[-1]}" for env in dict.fromkeys(r["env"] for r in curves) for t in tags]
+    plot_panels(path, title, "", {p: panels[p] for p in order if p in panels})
     return path
 
 
@@ -1221,8 +1494,13 @@ def aggregate(experiment, runs, states, opts):
     out_dir = Path(opts.results_dir) / experiment.name
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = {}  # each run's scalars, read once for the CSV, the tables and the figures
-    rows = reuse([summarize(r, states[r.directory], experiment.name, label, cache) for r in runs], opts.reuse)
+    rows = reuse([summarize(r, states[r.directory], experiment.name, label, cache, opts.eval_episodes) for r in runs],
+                 opts.reuse)
     write_csv(out_dir / f"runs_{label}.csv", rows)
+    started = [r for r in runs if states[r.directory].status in ("done", "partial")]
+    tags = ("charts/episodic_return",) + tuple(dict.fromkeys(experiment.metrics + DISTILL_METRICS))
+    curves = curves_of(runs, states, label, cache, tags) + reused_curves(rows)
+    write_curves(out_dir / f"curves_{label}.csv", curves)
     variants = list(dict.fromkeys(r.variant for r in runs))
     envs = list(dict.fromkeys(r.env for r in runs))
     seeds = sorted({r.seed for r in runs})
@@ -1231,14 +1509,13 @@ def aggregate(experiment, runs, states, opts):
     finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
                 if states[r.directory].status == "done"]
     over_run = distill_over_run(finished, cache) if experiment.kind == "distill" else ""
-    started = [r for r in runs if states[r.directory].status in ("done", "partial")]
-    curves, marks = [], {}
+    changes, marks = [], {}
     for r in (r for r in started if "--friction-period" in r.args):  # Cycle Friction, as far as each run got
         state, period = states[r.directory], int(r.args["--friction-period"])
         returns = cached_scalars(cache, state.run_path).get("charts/episodic_return", [])
-        curves.append((r.variant.name, r.env, period, steps_reached(r, state), returns))
+        changes.append((r.variant.name, r.env, period, steps_reached(r, state), returns))
         marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
-    friction = friction_table(curves)
+    friction = friction_table(changes)
     if experiment.kind == "cycle":  # long runs: draw and tabulate the unfinished ones as far as they got
         finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in started]
         over_run = distill_over_run(finished, cache, segments=5)
@@ -1246,11 +1523,13 @@ def aggregate(experiment, runs, states, opts):
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
     title = f"{experiment.name} [{label}]" + (" (unfinished runs as far as they got)" if experiment.kind == "cycle"
                                               else "")
-    written = figures(out_dir, label, title, finished, ("charts/episodic_return",) + tuple(experiment.metrics),
-                      cache, marks)
-    if experiment.kind == "cycle" and finished:
-        written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{title}: plasticity of the actor, "
-                                    "mean ± std over seeds", finished, experiment.metrics, cache))
+    if experiment.kind != "cycle":  # finished runs only
+        partial = {run_key(row) for r, row in zip(runs, rows) if states[r.directory].status == "partial"}
+        curves = [c for c in curves if run_key(c) not in partial]
+    written = figures(out_dir, label, title, curves, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
+    if experiment.kind == "cycle" and curves:
+        written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{title}: plasticity of the actor, {BAND}",
+                                    curves, experiment.metrics))
     print(f"wrote {out_dir / f'{experiment.name}_{label}.md'}, {out_dir / f'runs_{label}.csv'}"
           + "".join(f", {w.name}" for w in written))
     return out_dir
@@ -1258,7 +1537,7 @@ def aggregate(experiment, runs, states, opts):
 
 def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
     """The `metrics` command on arbitrary run directories: group by the run's exp_name and env."""
-    finished = []
+    finished, curves, cache = [], [], {}
     for p in map(Path, paths):
         run_path = p if has_checkpoint(p) else next(
             (d for d in sorted(p.iterdir()) if has_checkpoint(d)), None) if p.is_dir() else None
@@ -1271,14 +1550,17 @@ def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
             print(f"skipping {p}: {str(e.code).removeprefix('error: ')}")
             continue
         finished.append((args.get("exp_name", p.name), args.get("env_id", "?"), run_path))
+        steps = int(args.get("total_timesteps", 0)) or 1
+        key = {"variant": finished[-1][0], "algo": "", "env": finished[-1][1], "seed": args.get("seed", 0),
+               "budget": stem, "total_timesteps": steps}
+        curves += run_curve(key, steps, steps, cached_scalars(cache, run_path), tags)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = {}
     over_run = distill_over_run(finished, cache)
     if over_run:
         (out_dir / f"distillation_{stem}.md").write_text(
             "# Distillation over the run\n\nMeans over each span's resets. Runs: "
             + ", ".join(f"{label} {env} ({path.name})" for label, env, path in finished) + "\n\n" + over_run + "\n")
-    return figures(out_dir, stem, "Plasticity metrics", finished, tags, cache)
+    return figures(out_dir, stem, "Plasticity metrics", curves, tags)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1313,6 +1595,9 @@ def parse_args(argv=None):
     p.add_argument("--runs-dir", default="runs/reproduce", help="root of the run directories")
     p.add_argument("--results-dir", default="results", help="root of the tables and figures")
     p.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress lines")
+    p.add_argument("--eval-episodes", type=int, default=10,
+                   help="deterministic evaluation episodes of each finished run's final checkpoint (evaluate.py),\n"
+                        "tabulated beside the training return; 0: none (default 10)")
     p.add_argument("--reuse", nargs="+", default=[], metavar="CSV",
                    help="earlier runs_<budget>.csv files: a configuration with no run here is filled from a\n"
                         "finished run of it there (same method, task, seed and budget), named as reused")
@@ -1343,6 +1628,8 @@ def parse_args(argv=None):
     opts.seeds = opts.seeds or list(range(1, BUDGETS[opts.budget]["seeds"] + 1))
     if opts.workers < 1 or opts.threads < 1:
         p.error("--workers and --threads must be >= 1")
+    if opts.eval_episodes < 0:
+        p.error(f"--eval-episodes {opts.eval_episodes}: must be >= 0 (0: no evaluation)")
     bad_seeds = [str(s) for s in opts.seeds if not 0 <= s < 2**31]
     if bad_seeds:
         sys.exit(f"error: --seeds {' '.join(bad_seeds)}: a seed must be in [0, 2**31)")
@@ -1426,11 +1713,11 @@ def main(argv=None):
 
     if opts.experiment == "metrics":
         for name in names:
-            finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in plans[name]
-                        if states[r.directory].status == "done"]
+            done = [r for r in plans[name] if states[r.directory].status == "done"]
             out_dir = Path(opts.results_dir) / "metrics" / name
             out_dir.mkdir(parents=True, exist_ok=True)
-            for w in figures(out_dir, label, f"{name} [{label}]", finished, ALL_METRICS, {}):
+            curves = curves_of(done, states, label, {}, ALL_METRICS)
+            for w in figures(out_dir, label, f"{name} [{label}]", curves, ALL_METRICS):
                 print(f"wrote {w}")
         return 0
 

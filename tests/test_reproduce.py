@@ -168,13 +168,17 @@ def test_progress_is_parsed_from_the_files_output():
 
 # ---- Aggregation (pure functions, hand-made event files, checkpoints and CSVs) ----
 
-def test_final_return_mean_std_and_orphans():
+def test_final_return_interval_and_orphans():
     points = [(s, float(s)) for s in range(1, 21)]
     assert rp.final_return(points) == 19.5  # last 10% of 20 episodes: 19 and 20
     assert rp.final_return(points[:5]) == 5.0  # at least one episode
     assert np.isnan(rp.final_return([]))
-    mean, std, n = rp.mean_std([120.0, 320.0, float("nan")])
-    assert (mean, std, n) == (220.0, 100.0, 2)
+    # 95% t-interval: 220 +- t(0.975, 1) x sd / sqrt(2) = 220 +- 12.7062 x 141.42 / 1.4142
+    mean, low, high, n = rp.t_interval([120.0, 320.0, float("nan")])
+    assert (mean, n) == (220.0, 2) and low == pytest.approx(220 - 1270.62, abs=0.01) and high == pytest.approx(
+        220 + 1270.62, abs=0.01)
+    assert rp.interval_text([120.0, 320.0]) == "220 [-1,051, 1,491] (n=2)"
+    assert rp.interval_text([5.0]) == "5 (n=1)" and rp.interval_text([]) == "—"
     # a run resumed from a checkpoint at step 3 logs steps 4.. again: the first pass's 4, 5 are orphans
     logged = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (4, 4.0), (4, 4.5), (5, 5.0), (6, 6.0)]
     assert rp.drop_orphaned(logged) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (4, 4.5), (5, 5.0), (6, 6.0)]
@@ -210,14 +214,15 @@ def test_tables_from_hand_made_runs(tmp_path):
               "--results-dir", str(tmp_path / "results"), "--aggregate-only"]
     assert rp.main(["table4", *common]) == 0
     table4 = (tmp_path / "results" / "table4" / "table4_smoke.md").read_text()
-    assert "| SBP (P3O) | 96 | 96.0 ± 0.0 (paper 2,304.0) | 1.00 ± 0.00 (paper 3.00) | 75.0 ± 25.0 (paper 100.0) |" \
-        in table4
-    assert "| PPO+CBP | 96 | 384.0 ± 96.0 (paper 44,208.6) | 4.00 ± 1.00 (paper 57.60) | 100.0 ± 0.0 (paper 100.0) |" \
-        in table4
-    assert "| PPO+ReDo | 96 | 6.0 ± 0.0 (paper 1,800.0) | 0.06 ± 0.00 (paper 2.30) | 1.6 ± 0.5 (paper 22.3) |" \
-        in table4
-    # final return: mean of the last 10% (2 of 20 episodes): 120 and 320 -> 220 ± 100
-    assert "| Hopper-v5 | 220 ± 100 | 220 ± 100 | 220 ± 100 |" in table4
+    # two seeds: mean +- t(0.975, 1) x |a - b| / 2 = mean +- 6.3531 x |a - b|
+    assert ("| SBP (P3O) | 96 | 96.0 [96.0, 96.0] (n=2) (paper 2,304.0) | 1.00 [1.00, 1.00] (n=2) (paper 3.00) | "
+            "75.0 [-242.7, 392.7] (n=2) (paper 100.0) |") in table4
+    assert ("| PPO+CBP | 96 | 384.0 [-835.8, 1,603.8] (n=2) (paper 44,208.6) | 4.00 [-8.71, 16.71] (n=2) (paper "
+            "57.60) | 100.0 [100.0, 100.0] (n=2) (paper 100.0) |") in table4
+    assert ("| PPO+ReDo | 96 | 6.0 [6.0, 6.0] (n=2) (paper 1,800.0) | 0.06 [0.06, 0.06] (n=2) (paper 2.30) | "
+            "1.6 [-5.1, 8.2] (n=2) (paper 22.3) |") in table4
+    # final return: mean of the last 10% (2 of 20 episodes): 120 and 320 -> 220 +- 1,270.6
+    assert "| Hopper-v5 | " + " | ".join(["220 [-1,051, 1,491] (n=2)"] * 3) + " |" in table4
     assert (tmp_path / "results" / "table4" / "curves_smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = rp.read_csv(tmp_path / "results" / "table4" / "runs_smoke.csv")
     assert sorted(r["final_return"] for r in rows) == [120.0] * 3 + [320.0] * 3
@@ -225,9 +230,9 @@ def test_tables_from_hand_made_runs(tmp_path):
 
     assert rp.main(["table2", *common]) == 0  # the same P3O runs, another table
     table2 = (tmp_path / "results" / "table2" / "table2_smoke.md").read_text()
-    assert "| Total distillation epochs | 30.0 ± 0.0 (paper 597.7) |" in table2
-    assert "| Per-reset epochs | 3.00 ± 0.00 (paper 2.39) |" in table2
-    assert "| Epoch ratio (distillation / PPO epochs) | 0.1875 ± 0.0000 (paper 0.0327) |" in table2
+    assert "| Total distillation epochs | 30.0 [30.0, 30.0] (n=2) (paper 597.7) |" in table2
+    assert "| Per-reset epochs | 3.00 [3.00, 3.00] (n=2) (paper 2.39) |" in table2
+    assert "| Epoch ratio (distillation / PPO epochs) | 0.1875 [0.1875, 0.1875] (n=2) (paper 0.0327) |" in table2
 
 
 def test_sac_table_counts_resets_distillation_epochs_and_seconds(tmp_path):
@@ -240,10 +245,11 @@ def test_sac_table_counts_resets_distillation_epochs_and_seconds(tmp_path):
     assert rp.main(["table6", "--budget", "smoke", "--envs", "Hopper-v5", "--seeds", "1", "2", "--runs-dir",
                     str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]) == 0
     table = (tmp_path / "results" / "table6" / "table6_smoke.md").read_text()
-    # per reset: 10 and 14 epochs -> 12 ± 2; plain SAC (no resets) and unfinished ReDo runs get no row
-    assert "| SAC+Cycle+INDS (SBP) | Hopper-v5 | 10 ± 0 | 12.0 ± 2.0 | 40 ± 10 |" in table
+    # per reset: 10 and 14 epochs -> 12 +- 6.3531 x 4; plain SAC (no resets) and unfinished ReDo runs get no row
+    assert ("| SAC+Cycle+INDS (SBP) | Hopper-v5 | 10 [10, 10] (n=2) | 12.0 [-13.4, 37.4] (n=2) | 40 [-87, 167] (n=2) |"
+            in table)
     assert "| SAC | Hopper-v5 |" not in table and "| SAC+ReDo+INDS | Hopper-v5 |" not in table
-    assert "| Hopper-v5 | 200 ± 100 | 0 ± 0 | — |" in table  # final returns of 100 and 300
+    assert "| Hopper-v5 | 200 [-1,071, 1,471] (n=2) | 0 [0, 0] (n=2) | — |" in table  # final returns 100 and 300
 
 
 def test_return_table_from_a_hand_made_csv(tmp_path):
@@ -255,8 +261,67 @@ def test_return_table_from_a_hand_made_csv(tmp_path):
     rows = rp.read_csv(csv_path)
     variants = [rp.Variant("ppo"), rp.Variant("p3o")]
     table = rp.returns_table(rows, variants, ["Hopper-v5", "Ant-v5"], rp.PAPER_TABLE1, want=2)
-    assert "| Hopper-v5 | 2,000 ± 1,000 (paper 3,613) | 2,500 ± 0 (n=1) (paper 3,735) |" in table
-    assert "| Ant-v5 | 800 ± 100 (paper 3,514) | — (paper 5,683) |" in table
+    assert "| Hopper-v5 | 2,000 [-10,706, 14,706] (n=2) (paper 3,613) | 2,500 (n=1) (paper 3,735) |" in table
+    assert "| Ant-v5 | 800 [-471, 2,071] (n=2) (paper 3,514) | — (paper 5,683) |" in table
+
+
+# ---- Statistics: intervals, Welch's test, IQM and probability of improvement ----
+
+def test_welch_p_matches_the_textbook_value():
+    # R: t.test(1:5, c(2, 4, 6, 8, 10)) -> t = -1.8974, df = 5.882, p-value = 0.1075
+    assert rp.welch_p([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]) == pytest.approx(0.1075, abs=5e-4)
+    assert np.isnan(rp.welch_p([1.0], [2.0, 3.0])) and np.isnan(rp.welch_p([1.0, 1.0], [2.0, 2.0]))
+
+
+def rows_of(returns, env="HalfCheetah-v5", key="final_return"):
+    """Finished CSV rows: {method label: [return of seed 1, seed 2, ...]}."""
+    algos = {v.name: v.algo for v in rp.BASELINES}
+    return [{"variant": name, "algo": algos[name], "env": env, "seed": seed, "status": "done", key: value}
+            for name, values in returns.items() for seed, value in enumerate(values, 1)]
+
+
+def test_every_seed_and_welch_readings():
+    rows = rows_of({"PPO": [1000, 2000, 3000], "PPO+Cycle": [10000, 12000, 11000], "P3O": [10000, 11000, 12000]})
+    seeds = rp.every_seed_table(rows, rp.BASELINES, ["HalfCheetah-v5"])
+    assert "| HalfCheetah-v5 | PPO | 2,000 [-484, 4,484] (n=3) | — | 1: 1,000; 2: 2,000; 3: 3,000 |" in seeds
+    compared = rp.comparison_table(rows, rp.BASELINES, ["HalfCheetah-v5"])
+    # P3O - PPO: 9,000, t = 11.02 on 4 df -> p = 0.0004; P3O - Cycle: 0 -> p = 1
+    assert "| HalfCheetah-v5 | training | PPO | 3 vs 3 | +9,000 | 0.000 | P3O ahead |" in compared
+    assert "| HalfCheetah-v5 | training | PPO+Cycle | 3 vs 3 | +0 | 1.000 | not separated |" in compared
+    assert "PPO+CBP" not in compared  # no runs
+
+
+def test_iqm_and_probability_of_improvement_on_known_scores():
+    lo, hi = rp.normalisation("HalfCheetah-v5")
+    assert (lo, hi) == (rp.RANDOM_RETURN["HalfCheetah"], 4575) and rp.normalisation("dm_control/dog-run") == (0, 1000)
+    assert rp.normalisation("cyclefriction/Hopper-v5") == (rp.RANDOM_RETURN["Hopper"], 3613)
+    # PPO: normalised scores 0..7 (IQM = mean of the middle half 2, 3, 4, 5 = 3.5); P3O: 10 in every run
+    rows = rows_of({"PPO": [lo + k * (hi - lo) for k in range(8)], "P3O": [lo + 10 * (hi - lo)] * 8})
+    table = rp.aggregate_table(rows, rp.BASELINES, ["HalfCheetah-v5"], "final_return")
+    assert "| P3O | 8 x 1 | 10.000 [10.000, 10.000] |  |" in table
+    assert "| PPO | 8 x 1 | 3.500 [" in table and "| 1.00 [1.00, 1.00] |" in table  # P3O above every PPO run
+    assert rp.aggregate_table(rows, rp.BASELINES, ["HalfCheetah-v5"], "final_return") == table  # seeded bootstrap
+    # a method is scored over the seeds it finished on every task: seed 2 of P3O is missing on Hopper
+    two = rows_of({"P3O": [hi, hi]}) + rows_of({"P3O": [3613]}, env="Hopper-v5")
+    scores, tasks = rp.normalised_scores(two, rp.BASELINES, ["HalfCheetah-v5", "Hopper-v5"], "final_return")
+    assert tasks == ["HalfCheetah-v5", "Hopper-v5"] and scores["P3O"].tolist() == [[1.0, 1.0]]
+
+
+def test_random_policy_references_are_what_random_return_measures():
+    for task in ("Hopper", "HalfCheetah"):
+        assert rp.random_return(f"{task}-v5") == pytest.approx(rp.RANDOM_RETURN[task], abs=0.05)
+
+
+def test_figure_panels_keep_every_seed_and_the_band_is_the_t_interval():
+    curves = [{"variant": "PPO", "env": "Hopper-v5", "seed": seed, "step": step, "charts/episodic_return": value}
+              for seed, values in {1: (10.0, 20.0), 2: (30.0, 40.0), 3: (50.0,)}.items()
+              for step, value in zip((100, 200), values)]
+    panels = rp.tag_panels(curves, "charts/episodic_return")
+    assert panels == {"Hopper-v5": {"PPO": [{100: 10.0, 200: 20.0}, {100: 30.0, 200: 40.0}, {100: 50.0}]}}
+    steps, mean, low, high = rp.series_band(panels["Hopper-v5"]["PPO"])
+    assert steps == [100, 200] and mean.tolist() == [30.0, 30.0]
+    assert (low[0], high[0]) == pytest.approx(rp.t_interval([10.0, 30.0, 50.0])[1:3])  # three seeds at 100
+    assert (low[1], high[1]) == pytest.approx(rp.t_interval([20.0, 40.0])[1:3])  # the third stopped before 200
 
 
 # ---- End to end: one smoke experiment, with a resume and a skip ----
@@ -289,7 +354,7 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
     assert "Budget **smoke**: 8,192 environment steps per run; seeds 1; 2/2 runs finished" in table
     row = next(line for line in table.splitlines() if line.startswith("| InvertedPendulum-v5 |"))
     cells = [c.strip() for c in row.strip("|").split("|")][1:]
-    assert len(cells) == 2 and all(" ± " in c for c in cells), row
+    assert len(cells) == 2 and all(c.endswith(" (n=1)") for c in cells), row
     for name in ("curves", "actor_weight_magnitude", "actor_grad_norm"):
         png = results / "table1" / f"{name}_smoke.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
@@ -297,6 +362,18 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
     assert [(r["algo"], r["status"], r["steps"]) for r in rows] == [("ppo", "done", 8192), ("p3o", "done", 8192)]
     ppo_final = next(r["final_return"] for r in rows if r["algo"] == "ppo")
     assert ppo_final == pytest.approx(rp.final_return(returns))
+    # the final checkpoint's deterministic evaluation: 10 episodes, kept beside the run and in the row
+    evaluation = rp.read_csv(interrupted / "evaluation.csv")
+    assert [e["seed"] for e in evaluation] == list(range(rp.EVAL_SEED, rp.EVAL_SEED + 10))
+    ppo_row = next(r for r in rows if r["algo"] == "ppo")
+    assert ppo_row["eval_return"] == pytest.approx(np.mean([e["return"] for e in evaluation]))
+    assert ppo_row["eval_episodes"] == 10 and "| InvertedPendulum-v5 | PPO |" in table.split("## Every seed")[1]
+    # every run's curves in curves_smoke.csv, a point per hundredth of 8,192 steps up to the last
+    curves = rp.read_csv(results / "table1" / "curves_smoke.csv")
+    assert {(c["algo"], c["seed"]) for c in curves} == {("ppo", 1), ("p3o", 1)}
+    assert max(c["step"] for c in curves if c["algo"] == "ppo") == 8192
+    assert all("reset/distill_epochs" not in c for c in curves if c["algo"] == "ppo")
+    assert any("reset/distill_epochs" in c for c in curves if c["algo"] == "p3o")
     # `metrics --paths`: the checkpoints say which file wrote each run; their names say ppo and p3o
     rp.metrics_figures([ppo.directory, p3o_run], results / "metrics", "smoke")
     runs_named = (results / "metrics" / "distillation_smoke.md").read_text().split("\n\n")[1]
@@ -305,11 +382,13 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
 
     # run again: both finished, nothing is started, the logs are untouched
     logs = {r.directory: (r.directory / "stdout.log").read_text() for r in runs.values()}
+    evaluated = (interrupted / "evaluation.csv").stat().st_mtime_ns
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 runs: 2 finished (skipped), 0 to resume, 0 to start" in again.stdout
     assert "running" not in again.stdout
     assert {d: (d / "stdout.log").read_text() for d in logs} == logs
+    assert (interrupted / "evaluation.csv").stat().st_mtime_ns == evaluated  # read, not evaluated again
 
 
 # ---- Slurm: the job array through submitit ----
@@ -417,7 +496,7 @@ def test_cycle_budget_renews_every_neuron_once_and_fits_one_friction_schedule():
     from envs import friction_multiplier
 
     runs = by_name(plan("cycle", "cycle", seeds=(1, 2), envs=("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5")))
-    assert len(runs) == 8
+    assert len(runs) == 20  # all five methods
     p3o = runs[("P3O", "HalfCheetah-v5", 1)]
     assert p3o.total == 5_000_000 == 100 * 50_000  # 1 / reset rate 0.01 resets of 50,000 steps
     assert p3o.directory == Path("runs/reproduce/cycle/p3o__HalfCheetah-v5__seed1")
@@ -474,20 +553,27 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
                     str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]) == 0
     out = tmp_path / "results" / "cycle"
     table = (out / "cycle_cycle.md").read_text()
-    # at 1M: (950 + 1000) / 2 = 975 and 1075; at 5M seed 1 alone; final: last 10 of 100 episodes -> 4,775
-    # (Cycle Friction: last 7 of 70 -> 3,350)
-    assert "| HalfCheetah-v5 | PPO | 1,025 ± 50 | 2,525 ± 50 | 4,975 ± 0 (n=1) | 4,775 ± 0 (n=1) | " \
-           "4,999,680, 2,599,936 |" in table
-    assert "| cyclefriction/HalfCheetah-v5 | PPO | 975 ± 0 (n=1) | 2,475 ± 0 (n=1) | — | 3,350 ± 0 (n=1) | " \
-           "3,499,520, 0 |" in table
+    # at 1M: (950 + 1000) / 2 = 975 and 1075 -> 1,025 +- 6.3531 x 100; at 5M seed 1 alone; final: last 10 of
+    # 100 episodes -> 4,775 (Cycle Friction: last 7 of 70 -> 3,350)
+    assert "| HalfCheetah-v5 | PPO | 1,025 [390, 1,660] (n=2) | 2,525 [1,890, 3,160] (n=2) | 4,975 (n=1) | " \
+           "4,775 (n=1) | 4,999,680, 2,599,936 |" in table
+    assert "| cyclefriction/HalfCheetah-v5 | PPO | 975 (n=1) | 2,475 (n=1) | — | 3,350 (n=1) | 3,499,520, 0 |" in table
     # every change inside the 3.5M steps: before (400k, 500k], after (500k, 600k], end of the phase (900k, 1M]
-    assert "| cyclefriction/HalfCheetah-v5 | 500k | 4 → 3 | PPO | 100,000 | 475 | 575 | 975 |" in table
-    assert "| cyclefriction/HalfCheetah-v5 | 3M | 3 → 4 | PPO | 100,000 | 2,975 | 3,075 | 3,475 |" in table
+    assert "| cyclefriction/HalfCheetah-v5 | 500k | 4 → 3 | PPO | 100,000 | 475 (n=1) | 575 (n=1) | 975 (n=1) |" \
+        in table
+    assert ("| cyclefriction/HalfCheetah-v5 | 3M | 3 → 4 | PPO | 100,000 | 2,975 (n=1) | 3,075 (n=1) | 3,475 (n=1) |"
+            in table)
     # per seed, windows of 100k from 1M: best (4.9M, 5M] = 4,975, worst (1M, 1.1M] = 1,075; no KL or reset logged
     assert "| HalfCheetah-v5 | PPO | 1 | 4,999,680 | 4,775 | 4,975 | 1,075 | 4,975 | no | 0 / 0 | 0 | – | – |" in table
-    assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6 + 1  # return table, changes, seed row
+    assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6 + 1 + 1  # return table, changes, seed rows
     for png in ("curves_cycle.png", "actor_fau_cycle.png", "plasticity_cycle.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    # the unfinished seed's curve as far as it got: spans of 50,000 steps, the last one holding step 2,599,936
+    curves = rp.read_csv(out / "curves_cycle.csv")
+    seed2 = [c for c in curves if c["env"] == "HalfCheetah-v5" and c["seed"] == 2]
+    assert [c["step"] for c in seed2] == list(range(50_000, 2_600_001, 50_000))
+    # one return logged per span, at its end: step / 1000 + 100
+    assert [c["charts/episodic_return"] for c in seed2] == [c["step"] / 1000 + 100 for c in seed2]
 
 
 def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_period(tmp_path, monkeypatch):
@@ -507,11 +593,11 @@ def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_p
                     "--aggregate-only"]) == 0
     table = (tmp_path / "results" / "friction" / "friction_reduced.md").read_text()
     # window 31,250: before (93,750, 125k] -> mean of 94..125 = 109.5; after (125k, 156,250] -> 141; end (218,750, 250k]
-    assert "| cyclefriction/Hopper-v5 | 125k | 4 → 3 | PPO | 31,250 | 110 | 141 | 234 |" in table
-    assert "| cyclefriction/Hopper-v5 | 125k | 4 → 3 | P3O | 31,250 | 120 | 151 | 244 |" in table
-    assert "| cyclefriction/Hopper-v5 | 250k | 3 → 2 | P3O | 31,250 | 244 | 276 | – |" in table  # ran to 300k
-    assert "| cyclefriction/Hopper-v5 | 875k | 4 → 3 | PPO | 31,250 | 860 | 891 | 984 |" in table
-    assert table.count("| cyclefriction/Hopper-v5 | ") == 1 + 7 * 2
+    assert "| cyclefriction/Hopper-v5 | 125k | 4 → 3 | PPO | 31,250 | 110 (n=1) | 141 (n=1) | 234 (n=1) |" in table
+    assert "| cyclefriction/Hopper-v5 | 125k | 4 → 3 | P3O | 31,250 | 120 (n=1) | 151 (n=1) | 244 (n=1) |" in table
+    assert "| cyclefriction/Hopper-v5 | 250k | 3 → 2 | P3O | 31,250 | 244 (n=1) | 276 (n=1) | – |" in table  # to 300k
+    assert "| cyclefriction/Hopper-v5 | 875k | 4 → 3 | PPO | 31,250 | 860 (n=1) | 891 (n=1) | 984 (n=1) |" in table
+    assert table.count("| cyclefriction/Hopper-v5 | ") == 1 + 7 * 2 + 1  # return table, changes, every seed
     assert (tmp_path / "results" / "friction" / "curves_reduced.png").is_file()
     assert len(reads) == len(set(reads)) == 2  # two runs: each one's logs read once for the CSV, tables and figures
 
@@ -527,7 +613,12 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     ppo = runs[("PPO", "Hopper-v5", 2)]
     fake_run(ppo, 8192, returns=[0.0] * 18 + [500.0] * 2)
     (ppo.directory / rp.COMMITS_FILE).write_text("abc1234\nabc1234\ndef5678\n")  # launched, resumed twice
-    earlier = tmp_path / "earlier.csv"
+    earlier = tmp_path / "earlier" / "runs_smoke.csv"
+    earlier.parent.mkdir()
+    (earlier.parent / "curves_smoke.csv").write_text(  # the reused run's curve, and one of a run not reused
+        "variant,algo,env,seed,budget,total_timesteps,step,charts/episodic_return\n"
+        "PPO,ppo,Hopper-v5,1,smoke,8192,4096,250\nPPO,ppo,Hopper-v5,1,smoke,8192,8192,300\n"
+        "PPO,ppo,Hopper-v5,3,smoke,8192,8192,9999\n")
     earlier.write_text("experiment,variant,algo,env,seed,budget,total_timesteps,status,final_return,commit\n"
                        "table1,PPO,ppo,Hopper-v5,1,smoke,8192,done,300,0ld0001\n"
                        "table1,PPO,ppo,Hopper-v5,2,smoke,8192,done,9999,0ld0001\n"  # run here: not taken
@@ -537,16 +628,21 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]
     assert rp.main(common) == 0
     table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
-    assert "| Hopper-v5 | 500 ± 0 (n=1) (paper 3,613) | 150 ± 50 (paper 3,735) |" in table
+    assert "| Hopper-v5 | 500 (n=1) (paper 3,613) | 150 [-485, 785] (n=2) (paper 3,735) |" in table
     assert rp.main([*common, "--reuse", str(earlier)]) == 0
     table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
     # PPO: 300 (reused) and 500 (run here)
-    assert "| Hopper-v5 | 400 ± 100 (paper 3,613) | 150 ± 50 (paper 3,735) |" in table
+    assert "| Hopper-v5 | 400 [-871, 1,671] (n=2) (paper 3,613) | 150 [-485, 785] (n=2) (paper 3,735) |" in table
     head = rp.source_commit()
     assert head == "unknown" or len(head.split("+")[0]) == 7
     assert (f"Runs by the commit they were launched from (runs per method): reused from "
             f"`{os.path.relpath(earlier, ROOT)}`, commit 0ld0001: PPO (1); commit abc1234 def5678: PPO (1); "
-            f"commit {head}: P3O (2). Reused runs are in the tables, not in the figures") in table
+            f"commit {head}: P3O (2). Reused runs are drawn from the curves CSV beside the runs CSV they came from")\
+        in table
+    curves = rp.read_csv(tmp_path / "results" / "table1" / "curves_smoke.csv")
+    ppo_curves = [(c["seed"], c["step"], c["charts/episodic_return"]) for c in curves if c["algo"] == "ppo"]
+    assert ppo_curves[-2:] == [(1, 4096, 250), (1, 8192, 300)]  # reused, after the run here; seed 3 not asked for
+    assert {seed for seed, _, _ in ppo_curves} == {1, 2} and ppo_curves[-3][2] == 500.0
     csv_text = (tmp_path / "results" / "table1" / "runs_smoke.csv").read_text()
     assert "\ntable1,PPO,ppo,Hopper-v5,1,smoke,8192,done," in csv_text  # counts stay whole numbers
     rows = {(r["algo"], r["seed"]): r for r in rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")}
@@ -565,7 +661,7 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
 def test_local_pool_split_fills_the_cores_and_gives_gpu_runs_one_thread(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     cpu = rp.parse_args(["table1", "--dry-run"])
-    assert (cpu.workers, cpu.threads) == (8, 2)  # workers x threads = cores
+    assert (cpu.workers, cpu.threads) == (16, 1)  # one single-thread run per core
     gpu = rp.parse_args(["table1", "--dry-run", "--cuda"])
     assert (gpu.workers, gpu.threads) == (8, 1)  # one core per run's env stepping, the rest for the driver
     assert (rp.parse_args(["table1", "--cuda", "--workers", "12"]).workers, rp.parse_args(
