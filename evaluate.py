@@ -207,6 +207,12 @@ def evaluate_run(run_dir, args, video_dir):
     return rows
 
 
+def episode_label(row):
+    """The text lines under which an episode is drawn: file, training seed and task (comma-separated: the
+    default font draws a space after 's' so narrow that "p3o_continuous seed 1" read as one word), return."""
+    return [f"{row['script'][:-3]}, seed {row['train_seed']}, {row['env_id']}", f"return {row['return']:.0f}"]
+
+
 def label(frame, lines):
     """The frame under a white band holding the text lines."""
     from PIL import Image, ImageDraw
@@ -263,8 +269,7 @@ def main():
                   f"{lengths.std():.1f} over {len(rows)} episodes")
             if frames_wanted:
                 first_episodes.append((envs.read_mp4(os.path.join(video_dir, "episode-000.mp4")),
-                                     [f"{rows[0]['script'][:-3]} seed {rows[0]['train_seed']} {rows[0]['env_id']}",
-                                      f"return {rows[0]['return']:.0f}"]))
+                                     episode_label(rows[0])))
             if args.csv is None:
                 write_csv(os.path.join(run_dir, "evaluation.csv"), rows)
             all_rows += rows

@@ -175,3 +175,8 @@ def test_a_run_that_cannot_be_evaluated_exits_with_one_line(runs, tmp_path, monk
 def test_evaluate_help_documents_the_gif():
     proc = run_script("evaluate.py", "--help", run_dir=None)
     assert "--gif" in proc.stdout and "side by side" in " ".join(proc.stdout.split())
+
+
+def test_episode_label_separates_file_seed_and_task():
+    row = {"script": "p3o_continuous.py", "train_seed": 1, "env_id": "HalfCheetah-v5", "return": 8329.4}
+    assert evaluate.episode_label(row) == ["p3o_continuous, seed 1, HalfCheetah-v5", "return 8329"]
