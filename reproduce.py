@@ -844,12 +844,14 @@ def run_key(row):
 def reuse(rows, paths):
     """--reuse: rows of runs that have not started here ('new') taken from earlier runs CSVs, where one
     finished a run of the same configuration. The row keeps its numbers and commit, takes this
-    experiment's name and names the CSV it came from (reused_from); the first CSV that has it wins."""
+    experiment's name and names the CSV it came from (reused_from; for a row that CSV had reused itself, the
+    CSV it was first reused from); the first CSV that has it wins."""
     earlier = {}
     for path in paths:
         for row in read_csv(path):
             if row.get("status") == "done":
-                earlier.setdefault(run_key(row), {**row, "reused_from": os.path.relpath(Path(path).resolve(), ROOT)})
+                earlier.setdefault(run_key(row), {**row, "reused_from": row.get("reused_from")  # a reuse of a reuse
+                                                  or os.path.relpath(Path(path).resolve(), ROOT)})  # names the first
     return [{**earlier[run_key(r)], "experiment": r["experiment"]}
             if r.get("status") == "new" and run_key(r) in earlier else r for r in rows]
 

@@ -689,6 +689,13 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     assert rows[("ppo", 1)]["experiment"] == "table1" and "reused_from" not in rows[("ppo", 2)]
     assert rows[("p3o", 1)]["commit"] == head
 
+    # a row the earlier CSV had itself reused keeps naming the CSV it was first reused from
+    again = tmp_path / "again" / "runs_smoke.csv"
+    again.parent.mkdir()
+    rp.write_csv(again, [{**reused, "seed": 3}])
+    new = {**reused, "seed": 3, "status": "new"}
+    assert rp.reuse([new], [again])[0]["reused_from"] == os.path.relpath(earlier, ROOT)
+
     # a fresh start replaces what a stale launch recorded; a CSV that is not a runs CSV is refused in one line
     rp.prepare(runs[("PPO", "Hopper-v5", 1)], rp.State("new"))
     assert rp.run_commits(runs[("PPO", "Hopper-v5", 1)].directory) == [head]
