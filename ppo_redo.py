@@ -905,17 +905,20 @@ def resumed_args(args, saved, argv):
 
 class GracefulInterrupt:
     """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update,
-    checkpoint, exit. Second: stop at once."""
+    checkpoint, exit. Second, a second or more later: stop at once (Slurm's time limit sends a
+    job's processes SIGTERM twice at the same moment: one request)."""
 
     def __init__(self):
-        self.requested = False
+        self.requested = 0.0  # time.monotonic() of the first request; 0: none
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            if time.monotonic() - self.requested > 1.0:
+                raise KeyboardInterrupt
+            return
+        self.requested = time.monotonic()
         print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
               "(send it again to stop at once)", flush=True)
 

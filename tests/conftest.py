@@ -50,9 +50,9 @@ def first_and_last_returns(run_dir, n):
     return float(np.mean(returns[:n])), float(np.mean(returns[-n:]))
 
 
-def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step"), sig=signal.SIGINT):
-    """Start a run, send it `sig` (SIGINT: Ctrl-C) once `when` is true of an output line; return
-    (exit code, the rest of its output)."""
+def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step"), sig=signal.SIGINT, times=1):
+    """Start a run, send it `sig` (SIGINT: Ctrl-C) `times` times at once when `when` is true of an output line;
+    return (exit code, the rest of its output)."""
     import time
 
     cmd = [sys.executable, str(ROOT / script), *map(str, args), "--run-dir", str(run_dir)]
@@ -62,7 +62,8 @@ def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("ste
         if when(line):
             break
     time.sleep(0.5)
-    proc.send_signal(sig)
+    for _ in range(times):
+        proc.send_signal(sig)
     out = proc.stdout.read()
     return proc.wait(timeout=120), out
 
