@@ -1,4 +1,4 @@
-"""P3O (Plastic PPO): PPO + Sustainable Backpropagation, the paper's Algorithm 2.
+"""P3O (Plastic PPO): PPO + Sustainable Backup Propagation (SBP), the paper's Algorithm 2.
 
 A copy of ppo_continuous.py plus SBP; `diff ppo_continuous.py p3o_continuous.py` is the
 method. Every --reset-frequency environment steps, after the PPO update:

@@ -1,4 +1,4 @@
-"""SAC with Sustainable Backpropagation (SBP), the paper's Appendix A.5 and Table 6.
+"""SAC with Sustainable Backup Propagation (SBP), the paper's Appendix A.5 and Table 6.
 
 CleanRL-style SAC (sac_continuous_action.py: twin Q networks with Polyak-averaged targets, a
 tanh-squashed Gaussian actor with state-dependent log-std, automatic entropy tuning, delayed
