@@ -51,7 +51,7 @@ class Args:
     for a cyclefriction/ run the one in force at its last step, for any other run none (the task as is);
     given for a MuJoCo or DeepMind Control run, it evaluates on cyclefriction/<its env id> at that friction"""
     video: bool = False
-    """write an MP4 per episode to <run>/eval_videos/episode-<k>.mp4 (needs OpenGL: see README)"""
+    """write an MP4 per episode to <run>/eval_videos/episode-<k>.mp4 (needs OpenGL: see docs/watch.md)"""
     video_size: int = 256
     """height and width in pixels of videos and GIF frames (even)"""
     gif: Optional[str] = None

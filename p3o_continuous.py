@@ -6,7 +6,7 @@ method. Every --reset-frequency environment steps, after the PPO update:
   2. cycle reset: re-initialise the input weights and bias of the next slice of
      --reset-rate of the neurons of every hidden layer of the actor (walking a pointer
      round the layer); their Adam moments are left as they are (--reset-adam zeroes them;
-     README "Choices where the paper is silent": zeroed moments under a high step count move
+     docs/design.md, P3O's choices: zeroed moments under a high step count move
      the fresh weights 2-4x as far as the others in the first update);
   3. inner distillation: with the reset neurons frozen, train the rest of the actor on
      the rollout's observations with the alpha-weighted double KL
@@ -61,7 +61,7 @@ class Args:
     """run the networks on a CUDA GPU; an error if none is present"""
     compile: bool = False
     """torch.compile the hot paths: the rollout's policy step, the PPO minibatch step (and a
-    distillation minibatch step where the file has one); see README Performance"""
+    distillation minibatch step where the file has one); see docs/performance.md"""
     cudagraphs: bool = False
     """replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path"""
     threads: int = 0
@@ -81,7 +81,7 @@ class Args:
     """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
     capture_video: bool = False
     """record env 0's episodes as MP4s in <run>/videos/, also logged to TensorBoard (videos/env0): the first
-    episode that starts after every --video-every environment steps; needs OpenGL (README: Watch a trained agent)"""
+    episode that starts after every --video-every environment steps; needs OpenGL (docs/watch.md)"""
     video_every: int = 100_000
     """with --capture-video: environment steps (over all envs) from one recorded episode to the next"""
     track: bool = False
@@ -153,7 +153,7 @@ class Args:
     reset_adam: bool = False
     """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
     optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
-    2-4x as far as the others (README "Choices where the paper is silent"); off by default: moments left as they are"""
+    2-4x as far as the others (docs/design.md, P3O's choices); off by default: moments left as they are"""
     distill_alpha: float = 0.4
     """alpha of the double KL: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)"""
     distill_tau: float = 0.01
@@ -162,7 +162,7 @@ class Args:
     """safety cap on distillation epochs per reset; a warning is logged when it is hit"""
     distill_kl_reduction: Literal["mean", "sum"] = "mean"
     """how the alpha-DKL of one state is reduced over action dimensions before tau applies: 'mean'
-    (torch's kl_divergence(Normal, Normal).mean() idiom; the default, see README "Distillation
+    (torch's kl_divergence(Normal, Normal).mean() idiom; the default, see results/README.md "Distillation
     cost") or 'sum' (the KL of the joint Gaussian; this project's choice before)"""
     distill_lr: Optional[float] = None
     """Adam learning rate of the distillation; None = --learning-rate"""
@@ -384,7 +384,7 @@ class InnerDistillation:
 
     @torch.no_grad()
     def diagnostics(self):
-        """The last distillation's numbers for the study of its cost (README "Distillation cost over a long run"),
+        """The last distillation's numbers for the study of its cost (results/README.md, distillation cost),
         logged under reset/ per reset; not part of the method. At its start: the policy's std, the alpha-DKL
         summed over action dimensions, and the loss had the reset neurons' outgoing weights been zero (their
         activations zeroed: what the reset costs without their new output); at its end: the share of the loss

@@ -94,7 +94,7 @@ class Args:
     """run the networks on a CUDA GPU; an error if none is present"""
     compile: bool = False
     """torch.compile the hot paths: the rollout's policy step, the PPO minibatch step (and a
-    distillation minibatch step where the file has one); see README Performance"""
+    distillation minibatch step where the file has one); see docs/performance.md"""
     cudagraphs: bool = False
     """replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path"""
     threads: int = 0
@@ -114,7 +114,7 @@ class Args:
     """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
     capture_video: bool = False
     """record env 0's episodes as MP4s in <run>/videos/, also logged to TensorBoard (videos/env0): the first
-    episode that starts after every --video-every environment steps; needs OpenGL (README: Watch a trained agent)"""
+    episode that starts after every --video-every environment steps; needs OpenGL (docs/watch.md)"""
     video_every: int = 100_000
     """with --capture-video: environment steps (over all envs) from one recorded episode to the next"""
     track: bool = False
@@ -207,7 +207,7 @@ class Args:
     """safety cap on distillation epochs per reset; a warning is logged when it is hit"""
     distill_kl_reduction: Literal["mean", "sum"] = "mean"
     """how the alpha-DKL of one state is reduced over action dimensions before tau applies: 'mean'
-    (torch's kl_divergence(Normal, Normal).mean() idiom; the default, see README "Distillation
+    (torch's kl_divergence(Normal, Normal).mean() idiom; the default, see results/README.md "Distillation
     cost") or 'sum' (the KL of the joint Gaussian; this project's choice before)"""
     distill_lr: Optional[float] = None
     """Adam learning rate of the distillation; None = --learning-rate"""
@@ -487,7 +487,7 @@ class InnerDistillation:
 
     @torch.no_grad()
     def diagnostics(self):
-        """The last distillation's numbers for the study of its cost (README "Distillation cost over a long run"),
+        """The last distillation's numbers for the study of its cost (results/README.md, distillation cost),
         logged under reset/ per reset; not part of the method. At its start: the policy's std, the alpha-DKL
         summed over action dimensions, and the loss had the reset neurons' outgoing weights been zero (their
         activations zeroed: what the reset costs without their new output); at its end: the share of the loss

@@ -50,7 +50,7 @@ class Args:
     """run the networks on a CUDA GPU; an error if none is present"""
     compile: bool = False
     """torch.compile the hot paths: the rollout's policy step, the PPO minibatch step (and a
-    distillation minibatch step where the file has one); see README Performance"""
+    distillation minibatch step where the file has one); see docs/performance.md"""
     cudagraphs: bool = False
     """replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path"""
     threads: int = 0
@@ -70,7 +70,7 @@ class Args:
     """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
     capture_video: bool = False
     """record env 0's episodes as MP4s in <run>/videos/, also logged to TensorBoard (videos/env0): the first
-    episode that starts after every --video-every environment steps; needs OpenGL (README: Watch a trained agent)"""
+    episode that starts after every --video-every environment steps; needs OpenGL (docs/watch.md)"""
     video_every: int = 100_000
     """with --capture-video: environment steps (over all envs) from one recorded episode to the next"""
     track: bool = False

@@ -986,8 +986,8 @@ def curves_of(runs, states, budget, cache, tags):
     return [c for r in runs if states[r.directory].status in ("done", "partial")
             for c in run_curve({"variant": r.variant.name, "algo": r.variant.algo, "env": r.env, "seed": r.seed,
                                 "budget": budget, "total_timesteps": r.total}, r.total,
-                               steps_reached(r, states[r.directory]), cached_scalars(cache, states[r.directory].run_path),
-                               tags)]
+                               steps_reached(r, states[r.directory]),
+                               cached_scalars(cache, states[r.directory].run_path), tags)]
 
 
 def write_curves(path, curves):
@@ -1341,7 +1341,8 @@ def comparison_table(rows, variants, envs):
                 b = seed_values(select(rows, env=env, variant=v.name), key)
                 if v == ref or len(a) < 2 or len(b) < 2:
                     continue
-                p, diff = welch_p(list(a.values()), list(b.values())), np.mean(list(a.values())) - np.mean(list(b.values()))
+                p, diff = welch_p(list(a.values()), list(b.values())), np.mean(list(a.values())) - np.mean(
+                    list(b.values()))
                 reading = "not separated" if not p < 0.05 else f"{ref.name} {'ahead' if diff > 0 else 'behind'}"
                 body.append([env, name, v.name, f"{len(a)} vs {len(b)}", f"{diff:+,.0f}",
                              "–" if math.isnan(p) else f"{p:.3f}", reading])
@@ -1491,8 +1492,8 @@ def series_band(series):
 
 def plot_panels(path, title, ylabel, panels, cols=3, marks=None):
     """panels: {panel title: {label: [{step: value} of each seed]}}; one panel per title (`cols` to a row),
-    per label a line of the mean over its seeds with a shaded 95% t-interval, and each seed as a thin line;
-    marks: {panel title: steps to draw a dotted line at}."""
+    per label a line of the mean over its seeds with a shaded 95% t-interval, and each seed as a thin line; the
+    y axis spans the seeds' values (the band may leave it); marks: {panel title: steps to draw a dotted line at}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1514,6 +1515,7 @@ def plot_panels(path, title, ylabel, panels, cols=3, marks=None):
         if not any(seeds.values()):
             ax.set_title(f"{name} (no data)")
             continue
+        values = [v for series in seeds.values() for one in series for v in one.values() if np.isfinite(v)]
         for label, series in seeds.items():
             if not series:
                 continue
@@ -1522,6 +1524,9 @@ def plot_panels(path, title, ylabel, panels, cols=3, marks=None):
             steps, mean, low, high = series_band(series)
             ax.plot(steps, mean, styles[label], color=colours[label], linewidth=1.8)
             ax.fill_between(steps, low, high, alpha=0.2, color=colours[label], linewidth=0)
+        if values and max(values) > min(values):  # the seeds set the scale: a 2-seed interval can be 10x wider
+            margin = 0.08 * (max(values) - min(values))
+            ax.set_ylim(min(values) - margin, max(values) + margin)
         for step in (marks or {}).get(name, ()):
             ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
         ax.set_title(name)
@@ -1689,7 +1694,8 @@ def run_gradient_correlation(run_path, samples=GRADCORR_SAMPLES, seed=GRADCORR_S
             obs = vec.step(agent.actor_mean(torch.as_tensor(obs, dtype=torch.float32)).numpy())[0]
         states = torch.stack(states)
         mean = agent.actor_mean(states)
-        actions = mean + agent.actor_logstd.exp() * torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed))
+        noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed))
+        actions = mean + agent.actor_logstd.exp() * noise
     vec.close()
     return gradient_correlation(agent.actor_mean, agent.actor_logstd, states, actions)
 
@@ -1853,7 +1859,7 @@ def parse_args(argv=None):
     p.add_argument("--algos", nargs="+", choices=sorted(ALGOS), help="only these algorithms of the experiment")
     p.add_argument("--workers", type=int, help="local runs at once (default: one per core; cores/2 with --cuda).\n"
                    "Measured on 2 cores (PPO HalfCheetah-v5): 2 runs x 1 thread train 1.7x the summed steps/s of\n"
-                   "1 run x 2 threads (README, Reproduce)")
+                   "1 run x 2 threads (docs/reproduce.md)")
     p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers, at least 1; with\n"
                    "--cuda 1: the networks run on the GPU, and each run's process steps its envs on one core)")
     p.add_argument("--cuda", action="store_true", help="pass --cuda to every run")

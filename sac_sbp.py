@@ -35,7 +35,7 @@ What it does beyond CleanRL's sac_continuous_action.py:
   sample (as the SAC authors' code and SB3; CleanRL draws a second one), one Polyak kernel,
   no host syncs and no per-step tensor conversions in the hot loop. Most of the update is
   the 256x256 matrix products themselves, which no Python-level change removes: on a quiet
-  2-core CPU, one thread each, it runs 1.31x CleanRL's steps/s (benchmark.py, see README);
+  2-core CPU, one thread each, it runs 1.31x CleanRL's steps/s (benchmark.py, see docs/performance.md);
 - plasticity metrics of actor and both critics (ReDo dormant ratio, weight magnitude,
   gradient norm, activation norm, FAU, effective rank srank, distance from the initial
   weights) and the policy's entropy under `plasticity/` in TensorBoard;
@@ -78,7 +78,7 @@ class Args:
     """run the networks and the replay buffer on a CUDA GPU; an error if none is present"""
     compile: bool = False
     """torch.compile the hot paths: the action, the critic step, the actor-and-temperature step and
-    the distillation minibatch step; see README Performance"""
+    the distillation minibatch step; see docs/performance.md"""
     cudagraphs: bool = False
     """replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path"""
     threads: int = 0
@@ -106,7 +106,7 @@ class Args:
     """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
     capture_video: bool = False
     """record env 0's episodes as MP4s in <run>/videos/, also logged to TensorBoard (videos/env0): the first
-    episode that starts after every --video-every environment steps; needs OpenGL (README: Watch a trained agent)"""
+    episode that starts after every --video-every environment steps; needs OpenGL (docs/watch.md)"""
     video_every: int = 100_000
     """with --capture-video: environment steps (over all envs) from one recorded episode to the next"""
     track: bool = False
@@ -187,7 +187,7 @@ class Args:
     reset_adam: bool = False
     """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
     optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
-    2-4x as far as the others (README "Choices where the paper is silent"); off by default: moments left as they are"""
+    2-4x as far as the others (docs/design.md, P3O's choices); off by default: moments left as they are"""
     distill_alpha: float = 0.8
     """alpha of the double KL: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher) (Table 6: 0.8)"""
     distill_samples: int = 8_192
