@@ -842,16 +842,18 @@ def steps_reached(run, state):
 
 
 EVAL_SEED = evaluate.Args.seed  # evaluation episode k is seeded EVAL_SEED + k (no training seed is that large)
+EVAL_FILE = "evaluation_reproduce.csv"  # a finished run's evaluation for the tables, beside its checkpoint
 
 
 def evaluation(run_path, episodes):
     """(mean, std) of the returns of `episodes` deterministic episodes of a finished run's final checkpoint
     (evaluate.py: the policy's mean action, the run's observation statistics frozen, episode seeds from
-    EVAL_SEED). Kept in <run>/evaluation.csv and read from there when it holds these episodes of this
+    EVAL_SEED). Kept in <run>/EVAL_FILE (not evaluate.py's own evaluation.csv, which a user's evaluation with
+    other episodes may hold) and read from there when it holds these episodes of this
     checkpoint; (None, None) when episodes is 0."""
     if not episodes:
         return None, None
-    path = Path(run_path) / "evaluation.csv"
+    path = Path(run_path) / EVAL_FILE
     step = int(evaluate.load_run(str(run_path), mmap=True)[1]["global_step"])
     rows = read_csv(path) if path.is_file() else []
     if [(r.get("global_step"), r.get("seed")) for r in rows] != [(step, EVAL_SEED + k) for k in range(episodes)]:

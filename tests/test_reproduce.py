@@ -395,7 +395,8 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
     ppo_final = next(r["final_return"] for r in rows if r["algo"] == "ppo")
     assert ppo_final == pytest.approx(rp.final_return(returns))
     # the final checkpoint's deterministic evaluation: 10 episodes, kept beside the run and in the row
-    evaluation = rp.read_csv(interrupted / "evaluation.csv")
+    evaluation = rp.read_csv(interrupted / rp.EVAL_FILE)
+    assert not (interrupted / "evaluation.csv").exists()  # evaluate.py's own file is the user's
     assert [e["seed"] for e in evaluation] == list(range(rp.EVAL_SEED, rp.EVAL_SEED + 10))
     ppo_row = next(r for r in rows if r["algo"] == "ppo")
     assert ppo_row["eval_return"] == pytest.approx(np.mean([e["return"] for e in evaluation]))
@@ -420,13 +421,13 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
 
     # run again: both finished, nothing is started, the logs are untouched
     logs = {r.directory: (r.directory / "stdout.log").read_text() for r in runs.values()}
-    evaluated = (interrupted / "evaluation.csv").stat().st_mtime_ns
+    evaluated = (interrupted / rp.EVAL_FILE).stat().st_mtime_ns
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 runs: 2 finished (skipped), 0 to resume, 0 to start" in again.stdout
     assert "running" not in again.stdout
     assert {d: (d / "stdout.log").read_text() for d in logs} == logs
-    assert (interrupted / "evaluation.csv").stat().st_mtime_ns == evaluated  # read, not evaluated again
+    assert (interrupted / rp.EVAL_FILE).stat().st_mtime_ns == evaluated  # read, not evaluated again
 
 
 # ---- Slurm: the job array through submitit ----
