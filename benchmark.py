@@ -14,9 +14,9 @@ In one run on one machine, for each task:
 - SAC (--sac-envs): learning-phase steps/s of sac_sbp.py (one update per env step, so this is
   the update's speed) and, with --cleanrl-sac, of CleanRL's sac_continuous_action.py run the
   same way, and their ratio. CleanRL's file needs two gymnasium 1.x fixes and a learning-phase
-  timer, in results/benchmark/cleanrl_sac.patch (against CleanRL commit 004f8a0):
+  timer, in studies/cleanrl_sac.patch (against CleanRL commit 004f8a0):
       git clone https://github.com/vwxyzjn/cleanrl && cd cleanrl && git checkout 004f8a0
-      git apply <this repo>/results/benchmark/cleanrl_sac.patch
+      git apply <this repo>/studies/cleanrl_sac.patch
 Every measurement is repeated --repeats times, interleaved, and reported as median [min-max].
 With --compile/--cudagraphs a training run's steps/s includes its compilation (tens of seconds):
 give --steps large enough that it is small beside the run.
@@ -74,7 +74,7 @@ class Args:
     sac_threads: int = 1
     """torch threads of both SAC files (CleanRL's through OMP_NUM_THREADS)"""
     cleanrl_sac: str = ""
-    """CleanRL's sac_continuous_action.py with results/benchmark/cleanrl_sac.patch applied, timed beside sac_sbp.py"""
+    """CleanRL's sac_continuous_action.py with studies/cleanrl_sac.patch applied, timed beside sac_sbp.py"""
     out: str = "results/benchmark"
     """folder for benchmark.md and benchmark.json"""
     cuda: bool = False

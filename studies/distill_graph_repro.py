@@ -16,8 +16,8 @@ For each it prints one line: recorded or the error, and whether 3 replays leave 
 steps from the same start leave it (max |difference|). On a machine without CUDA it runs every variant
 eagerly (and compiled with --compile) on the CPU, checks they agree, and says the recording needs a GPU.
 
-    python results/benchmark/distill_graph_repro.py            # GPU if present, else the CPU check
-    python results/benchmark/distill_graph_repro.py --compile  # also compile the steps
+    python studies/distill_graph_repro.py            # GPU if present, else the CPU check
+    python studies/distill_graph_repro.py --compile  # also compile the steps
 """
 
 import argparse
@@ -28,7 +28,7 @@ import traceback
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import p3o_continuous as p3o  # noqa: E402
 
 VARIANTS = ("as-is", "capturable", "no-mask", "nondeterministic", "keep-grads", "eager")

@@ -1,5 +1,5 @@
 """What a reset does to Adam and to the next PPO updates: the measurement behind
-results/reset_optimizer/reset_optimizer.md (README "Choices where the paper is silent").
+results/reset_optimizer/reset_optimizer.md (docs/design.md, P3O's choices).
 
 Continues a p3o_continuous.py run from a copy of its checkpoint for --steps environment steps,
 with the reset's treatment of the reset rows' Adam state replaced by one of:
@@ -12,8 +12,8 @@ steps, how many updates ago the last reset was, and for each hidden layer of the
 update moved the rows reset just before it: the mean L2 distance (weights and bias) of the reset
 rows divided by the median of the other rows. Resets are recorded with their post-reset alpha-DKL.
 
-    python results/reset_optimizer/probe.py RUN_DIR --handling keep --steps 300000 --out OUT_DIR
-    python results/reset_optimizer/probe.py RUN_DIR --handling zero --set target_kl=0.1 --out OUT_DIR
+    python studies/reset_optimizer/probe.py RUN_DIR --handling keep --steps 300000 --out OUT_DIR
+    python studies/reset_optimizer/probe.py RUN_DIR --handling zero --set target_kl=0.1 --out OUT_DIR
 
 RUN_DIR is a run directory of p3o_continuous.py (its checkpoint.pt); it is copied to OUT_DIR/run
 and never written. --set overrides a saved argument of the copy (the file refuses a method

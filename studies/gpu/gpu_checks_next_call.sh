@@ -1,9 +1,9 @@
 #!/bin/bash
-# Prepared, not yet run: the GPU checks left open (README Performance; results/benchmark/gpu.md), as one call
+# Prepared, not yet run: the GPU checks left open (docs/performance.md; results/benchmark/gpu.md), as one call
 # of at most 9 minutes, every log timestamped into $OUT. It expects in the repository root (carried, not committed) what
 # gpu_checks_last_call.sh does: .whl/ (Python 3.12 wheels of gymnasium 1.4.0, mujoco 3.17.0, tyro,
 # imageio and their small dependencies) and, for the CleanRL rows, .bench/cleanrl/ (CleanRL's
-# sac_continuous_action.py with results/benchmark/cleanrl_sac.patch applied, and ppo_continuous_action.py
+# sac_continuous_action.py with studies/cleanrl_sac.patch applied, and ppo_continuous_action.py
 # ported to gymnasium 1.x at 3x256).
 #   1. why the distillation step does not record as a CUDA graph: distill_graph_repro.py, each variant
 #      in its own process, eager and compiled;
@@ -11,10 +11,10 @@
 #   3. a box's throughput: 4, then 8 P3O runs side by side on the fast path, 100 s each, their summed
 #      steps/s read from the progress lines (wall time between two lines, compilation excluded).
 cd "$(dirname "$0")/../.."
-source results/benchmark/gpu_call_setup.sh
+source studies/gpu/gpu_call_setup.sh
 
-run distill_graph_eager 60 python3 results/benchmark/distill_graph_repro.py
-run distill_graph_compiled 150 python3 results/benchmark/distill_graph_repro.py --compile
+run distill_graph_eager 60 python3 studies/distill_graph_repro.py
+run distill_graph_compiled 150 python3 studies/distill_graph_repro.py --compile
 
 CLEANRL_SAC=.bench/cleanrl/sac_continuous_action.py
 run benchmark 150 python3 benchmark.py --cuda --compile --cudagraphs --async-envs --num-envs 16 --num-steps 512 \

@@ -1,7 +1,7 @@
 """Tables of results/reset_optimizer/reset_optimizer.md from probe.py's outputs and long runs' logs.
 
-    python results/reset_optimizer/analyse.py handlings OUT_DIR [OUT_DIR ...]   # step 1: one per handling
-    python results/reset_optimizer/analyse.py kl RUN_DIR [RUN_DIR ...]           # step 2: approx-KL over runs
+    python studies/reset_optimizer/analyse.py handlings OUT_DIR [OUT_DIR ...]   # step 1: one per handling
+    python studies/reset_optimizer/analyse.py kl RUN_DIR [RUN_DIR ...]           # step 2: approx-KL over runs
 
 `handlings` reads each OUT_DIR's updates.csv (probe.py) and its run's TensorBoard events, and prints
 one row per OUT_DIR: how far the first PPO update after a reset moved the reset rows against the
@@ -57,7 +57,7 @@ def handlings(out_dirs):
         with open(Path(out) / "updates.csv") as f:
             updates = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
         start = json.loads((Path(out) / "fork.json").read_text())["start_step"]  # the copy holds the run before it
-        scalars = read_scalars(run_path(Path(out) / "run"), {"charts/episodic_return", "reset/distill_loss_start"})
+        scalars = read_scalars(run_path(Path(out) / "run"))
         returns, dkl = [[(s, v) for s, v in scalars.get(tag, []) if s > start]
                         for tag in ("charts/episodic_return", "reset/distill_loss_start")]
         after = [window_mean(returns, s, s + 100_000) for s, _ in dkl if s + 100_000 <= max(x for x, _ in returns)]
@@ -86,8 +86,7 @@ def kl(run_dirs, span=1_000_000):
     body, relation = [], []
     for directory in run_dirs:
         path = run_path(directory)
-        sc = read_scalars(path, {"losses/approx_kl", "losses/clipfrac", "plasticity/policy_entropy",
-                                 "reset/distill_loss_start", "reset/policy_std"})
+        sc = read_scalars(path)
         kls, clip = sc["losses/approx_kl"], dict(sc["losses/clipfrac"])
         entropy = sc.get("plasticity/policy_entropy", [])
         checkpoint = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=False)
