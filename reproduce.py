@@ -845,16 +845,15 @@ EVAL_SEED = evaluate.Args.seed  # evaluation episode k is seeded EVAL_SEED + k (
 EVAL_FILE = "evaluation_reproduce.csv"  # a finished run's evaluation for the tables, beside its checkpoint
 
 
-def evaluation(run_path, episodes):
+def evaluation(run_path, step, episodes):
     """(mean, std) of the returns of `episodes` deterministic episodes of a finished run's final checkpoint
     (evaluate.py: the policy's mean action, the run's observation statistics frozen, episode seeds from
     EVAL_SEED). Kept in <run>/EVAL_FILE (not evaluate.py's own evaluation.csv, which a user's evaluation with
     other episodes may hold) and read from there when it holds these episodes of this
-    checkpoint; (None, None) when episodes is 0."""
+    checkpoint (its global `step`, which the caller has read); (None, None) when episodes is 0."""
     if not episodes:
         return None, None
     path = Path(run_path) / EVAL_FILE
-    step = int(evaluate.load_run(str(run_path), mmap=True)[1]["global_step"])
     rows = read_csv(path) if path.is_file() else []
     if [(r.get("global_step"), r.get("seed")) for r in rows] != [(step, EVAL_SEED + k) for k in range(episodes)]:
         try:
@@ -887,7 +886,7 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
-        row["eval_return"], row["eval_std"] = evaluation(state.run_path, eval_episodes)
+        row["eval_return"], row["eval_std"] = evaluation(state.run_path, state.step, eval_episodes)
         row["eval_episodes"] = eval_episodes or None
     return row
 
@@ -1356,13 +1355,14 @@ def normalised_scores(rows, variants, envs, key):
     """{method: array (runs x tasks)} of normalised scores over the tasks that have a reference
     (normalisation), per method the seeds finished on every one of them; and those tasks."""
     tasks = [e for e in envs if normalisation(e)]
+    references = [normalisation(e) for e in tasks]
     scores = {}
     for v in variants:
         per_task = [seed_values(select(rows, env=e, variant=v.name), key) for e in tasks]
         seeds = sorted(set.intersection(*(set(d) for d in per_task))) if per_task else []
         if seeds:
-            scores[v.name] = np.array([[(d[s] - normalisation(e)[0]) / (normalisation(e)[1] - normalisation(e)[0])
-                                        for d, e in zip(per_task, tasks)] for s in seeds])
+            scores[v.name] = np.array([[(d[s] - lo) / (hi - lo) for d, (lo, hi) in zip(per_task, references)]
+                                       for s in seeds])
     return scores, tasks
 
 
