@@ -939,17 +939,28 @@ def run_key(row):
     return tuple(row[k] for k in RUN_KEY_FIELDS)
 
 
-def reuse(rows, paths):
-    """--reuse: rows of runs that have not started here ('new') taken from earlier runs CSVs, where one
-    finished a run of the same configuration. The row keeps its numbers and commit, takes this
-    experiment's name and names the CSV it came from (reused_from; for a row that CSV had reused itself, the
-    CSV it was first reused from); the first CSV that has it wins."""
+def key_fields(run, budget):
+    """A planned run's RUN_KEY_FIELDS values."""
+    return {"variant": run.variant.name, "algo": run.variant.algo, "env": run.env, "seed": run.seed,
+            "budget": budget, "total_timesteps": run.total}
+
+
+def earlier_runs(paths):
+    """--reuse: the finished runs of earlier runs CSVs by run_key, each row naming the CSV it came from
+    (reused_from; for a row that CSV had reused itself, the CSV it was first reused from); the first CSV that
+    has a configuration wins."""
     earlier = {}
     for path in paths:
         for row in read_csv(path):
             if row.get("status") == "done":
                 earlier.setdefault(run_key(row), {**row, "reused_from": row.get("reused_from")  # a reuse of a reuse
                                                   or os.path.relpath(Path(path).resolve(), ROOT)})  # names the first
+    return earlier
+
+
+def reuse(rows, earlier):
+    """Rows of runs that have not started here ('new') taken from earlier_runs where one finished the same
+    configuration: the row keeps its numbers and commit and takes this experiment's name."""
     return [{**earlier[run_key(r)], "experiment": r["experiment"]}
             if r.get("status") == "new" and run_key(r) in earlier else r for r in rows]
 
@@ -985,8 +996,7 @@ def run_curve(key, total, reached, scalars, tags):
 def curves_of(runs, states, budget, cache, tags):
     """run_curve of each run that has a checkpoint (as far as it got)."""
     return [c for r in runs if states[r.directory].status in ("done", "partial")
-            for c in run_curve({"variant": r.variant.name, "algo": r.variant.algo, "env": r.env, "seed": r.seed,
-                                "budget": budget, "total_timesteps": r.total}, r.total,
+            for c in run_curve(key_fields(r, budget), r.total,
                                steps_reached(r, states[r.directory]),
                                cached_scalars(cache, states[r.directory].run_path), tags)]
 
@@ -1770,7 +1780,7 @@ def aggregate(experiment, runs, states, opts):
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = {}  # each run's scalars, read once for the CSV, the tables and the figures
     rows = reuse([summarize(r, states[r.directory], experiment.name, label, cache, opts.eval_episodes) for r in runs],
-                 opts.reuse)
+                 earlier_runs(opts.reuse))
     write_csv(out_dir / f"runs_{label}.csv", rows)
     started = [r for r in runs if states[r.directory].status in ("done", "partial")]
     tags = ("charts/episodic_return",) + tuple(dict.fromkeys(experiment.metrics + DISTILL_METRICS))
@@ -1990,9 +2000,12 @@ def main(argv=None):
         raise SystemExit("error: nothing to run (every algorithm file of this selection is missing, or the "
                          "--algos filter left no variant)")
     states = {d: run_state(r) for d, r in unique.items()}
+    earlier = earlier_runs(opts.reuse)
+    reused = {d for d, r in unique.items() if states[d].status == "new" and run_key(key_fields(r, label)) in earlier}
     counts = {s: sum(st.status == s for st in states.values()) for s in ("done", "partial", "new", "failed")}
     print(f"{', '.join(names)} [{label}]: {len(unique)} runs: {counts['done']} finished (skipped), "
-          f"{counts['partial']} to resume, {counts['new']} to start"
+          f"{counts['partial']} to resume, {counts['new'] - len(reused)} to start"
+          + (f", {len(reused)} reused (--reuse; not run)" if reused else "")
           + (f", {counts['failed']} failed (not run)" if counts["failed"] else ""))
     for d, st in states.items():
         if st.status == "failed":
@@ -2015,7 +2028,7 @@ def main(argv=None):
                 print(f"wrote {w}")
         return 0
 
-    todo = [(r, states[d]) for d, r in unique.items() if states[d].status in ("partial", "new")]
+    todo = [(r, states[d]) for d, r in unique.items() if states[d].status in ("partial", "new") and d not in reused]
     queued = {r.directory for r, _ in todo if slurm_pending(r)}
     if queued:
         print(f"{len(queued)} runs are still queued or running on Slurm; not starting them again")

@@ -644,9 +644,9 @@ def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_p
     assert len(reads) == len(set(reads)) == 2  # two runs: each one's logs read once for the CSV, tables and figures
 
 
-def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
-    """--reuse: a configuration with no run here is taken from an earlier runs CSV (with its commit),
-    a run here keeps its own; each run's commit comes from the file its launch wrote."""
+def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path, capsys):
+    """--reuse: a configuration with no run here is taken from an earlier runs CSV (with its commit) and is
+    not started, a run here keeps its own; each run's commit comes from the file its launch wrote."""
     runs = by_name(plan("table1", "smoke", seeds=(1, 2), algos=["ppo", "p3o"], runs_dir=tmp_path / "runs"))
     for seed in (1, 2):
         p3o = runs[("P3O", "Hopper-v5", seed)]
@@ -671,6 +671,12 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     assert rp.main(common) == 0
     table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
     assert "| Hopper-v5 | 500 (n=1) (paper 3,613) | 150 [-485, 785] (n=2) (paper 3,735) |" in table
+    dry = [*common[:-1], "--dry-run", "--reuse", str(earlier)]
+    capsys.readouterr()
+    assert rp.main(dry) == 0
+    out = capsys.readouterr().out
+    assert "3 finished (skipped), 0 to resume, 0 to start, 1 reused (--reuse; not run)" in out
+    assert "ppo_continuous.py" not in out  # PPO seed 1 is reused, not started
     assert rp.main([*common, "--reuse", str(earlier)]) == 0
     table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
     # PPO: 300 (reused) and 500 (run here)
@@ -698,7 +704,7 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path):
     again.parent.mkdir()
     rp.write_csv(again, [{**reused, "seed": 3}])
     new = {**reused, "seed": 3, "status": "new"}
-    assert rp.reuse([new], [again])[0]["reused_from"] == os.path.relpath(earlier, ROOT)
+    assert rp.reuse([new], rp.earlier_runs([again]))[0]["reused_from"] == os.path.relpath(earlier, ROOT)
 
     # a fresh start replaces what a stale launch recorded; a CSV that is not a runs CSV is refused in one line
     rp.prepare(runs[("PPO", "Hopper-v5", 1)], rp.State("new"))
