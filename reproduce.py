@@ -663,13 +663,14 @@ def wait_jobs(jobs, submitted, progress_every=60.0, poll=5.0):
     slurm = {j.job_id for j in submitted if isinstance(j, submitit.SlurmJob)}
     last_print, last_counts = 0.0, None
     while True:
-        states = slurm_states(slurm) if slurm else {}
-        over = [j.paths.result_pickle.exists() or (states is not None and states.get(j.job_id) not in SLURM_ACTIVE
+        states = slurm_states(slurm) if slurm else {}  # None: squeue did not answer this time
+        known = states or {}
+        over = [j.paths.result_pickle.exists() or (states is not None and known.get(j.job_id) not in SLURM_ACTIVE
                                                     if j.job_id in slurm else j.done()) for j in submitted]
-        queued = sum(not o and j.job_id in slurm and (states or {}).get(j.job_id) in SLURM_QUEUED
-                     for j, o in zip(submitted, over))
-        running = [(run.name, run.directory / "stdout.log") for (run, _), j, o in zip(jobs, submitted, over)
-                   if not o and not (j.job_id in slurm and (states or {}).get(j.job_id) in SLURM_QUEUED)]
+        waiting = [not o and known.get(j.job_id) in SLURM_QUEUED for j, o in zip(submitted, over)]
+        running = [(run.name, run.directory / "stdout.log") for (run, _), o, w in zip(jobs, over, waiting)
+                   if not o and not w]
+        queued = sum(waiting)
         counts = (sum(over), queued, len(running))
         if counts != last_counts or time.time() - last_print >= progress_every or all(over):
             print(progress_line(sum(over), len(jobs), 0, running[:8], queued), flush=True)
@@ -686,7 +687,7 @@ def wait_jobs(jobs, submitted, progress_every=60.0, poll=5.0):
             except Exception as e:  # noqa: BLE001 - a failed run is reported, the others are aggregated
                 error = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
         elif job.job_id in slurm:  # killed before it could write its result
-            how = f"Slurm job {job.job_id} {(states or {}).get(job.job_id, 'ended')}"
+            how = f"Slurm job {job.job_id} {known.get(job.job_id, 'ended')}"
         state = run_state(run)
         if state.status == "done":
             continue
@@ -1311,7 +1312,8 @@ def distill_over_run(finished, cache, segments=6):
                            "alpha-DKL after the reset", "policy std"], body) if body else ""
 
 
-COMPARED = (("final_return", "training"), ("eval_return", "evaluation"))  # the two returns every claim names
+# the two returns every claim names
+COMPARED = (("final_return", "training return"), ("eval_return", "evaluation return"))
 REFERENCE_ALGOS = ("p3o", "sac-cycle")  # the method compared with every other one: P3O, or SAC with SBP
 
 
@@ -1340,13 +1342,14 @@ def reference_variant(variants):
     return next((v for v in variants if v.algo in REFERENCE_ALGOS and not v.overrides), None)
 
 
-def comparison_table(rows, variants, envs):
-    """Per task and return (training, evaluation): the reference method (P3O) against each other method,
-    the difference of the means, Welch's two-sided p and the reading (not separated when p >= 0.05)."""
+def comparison_table(rows, variants, envs, compared=COMPARED, fmt="{:+,.0f}"):
+    """Per task and compared (key, name) pair (default: training and evaluation return): the reference method
+    (P3O) against each other method, the difference of the means, Welch's two-sided p and the reading (not
+    separated when p >= 0.05)."""
     ref = reference_variant(variants)
     body = []
     for env in envs if ref else ():
-        for key, name in COMPARED:
+        for key, name in compared:
             a = seed_values(select(rows, env=env, variant=ref.name), key)
             for v in variants:
                 b = seed_values(select(rows, env=env, variant=v.name), key)
@@ -1355,9 +1358,9 @@ def comparison_table(rows, variants, envs):
                 p, diff = welch_p(list(a.values()), list(b.values())), np.mean(list(a.values())) - np.mean(
                     list(b.values()))
                 reading = "not separated" if not p < 0.05 else f"{ref.name} {'ahead' if diff > 0 else 'behind'}"
-                body.append([env, name, v.name, f"{len(a)} vs {len(b)}", f"{diff:+,.0f}",
+                body.append([env, name, v.name, f"{len(a)} vs {len(b)}", fmt.format(diff),
                              "–" if math.isnan(p) else f"{p:.3f}", reading])
-    return markdown_table(["task", "return", f"{ref.name if ref else ''} against", "seeds", "difference of means",
+    return markdown_table(["task", "measure", f"{ref.name if ref else ''} against", "seeds", "difference of means",
                            "Welch p", "reading"], body) if body else ""
 
 
@@ -1427,7 +1430,7 @@ def statistics_markdown(rows, variants, envs):
     for key, name in COMPARED:
         table = aggregate_table(rows, variants, envs, key)
         if table:
-            out += [f"## Across tasks: IQM and probability of improvement ({name} return)", "", table, ""]
+            out += [f"## Across tasks: IQM and probability of improvement ({name})", "", table, ""]
     return out
 
 
@@ -1752,9 +1755,9 @@ def gradcorr(runs, states, out_dir, stem, source):
     body = [[e, v.name, interval_text(values[(e, v.name)].values(), "{:.3f}"),
              "; ".join(f"{seed}: {x:.3f}" for seed, x in sorted(values[(e, v.name)].items()))]
             for e in envs for v in variants if (e, v.name) in values]
-    ref = reference_variant(variants)
-    compared = [[e, v.name, f"{welch_p(list(values[(e, ref.name)].values()), list(values[(e, v.name)].values())):.3f}"]
-                for e in envs for v in variants if ref and v != ref and {(e, ref.name), (e, v.name)} <= set(values)]
+    rows = [{"env": e, "variant": m, "seed": seed, "status": "done", "gradcorr": x}
+            for (e, m), by_seed in values.items() for seed, x in by_seed.items()]
+    compared = comparison_table(rows, variants, envs, [("gradcorr", "gradient correlation")], "{:+.3f}")
     (out_dir / f"gradcorr_{stem}.md").write_text("\n".join([
         f"# {PAPER_FIGURES['gradcorr']}", "", f"Finished runs of `{source}` in this runs directory.", "",
         "The paper does not define its matrix. Ours is the normalised gradient covariance over samples of Lyle et "
@@ -1763,8 +1766,7 @@ def gradcorr(runs, states, out_dir, stem, source):
         f"{GRADCORR_SEED:,} on, observations normalised with its statistics) and actions sampled from its "
         "policy. Summary: the mean |C[i, j]| over i != j (0: the samples' updates do not interfere).", "",
         markdown_table(["task", "method", "mean abs off-diagonal correlation", "seed: value"], body), "",
-        *(["Welch's two-sided p of P3O against each method:", "",
-           markdown_table(["task", "method", "Welch p"], compared), ""] if compared else [])]))
+        *(["P3O against each method (Welch's two-sided p):", "", compared, ""] if compared else [])]))
     return [out_dir / f"gradcorr_{stem}.md", out_dir / f"gradcorr_{stem}.png"]
 
 

@@ -1,6 +1,8 @@
 """reproduce.py: stable run directories, skip/resume, aggregation on hand-made runs, one smoke
 experiment end to end, and the Slurm job array through submitit."""
 
+import dataclasses
+import importlib
 import os
 import signal
 import stat
@@ -18,6 +20,13 @@ import reproduce as rp
 from conftest import ROOT, load_checkpoint, only_run, read_scalars, run_script
 
 PPO_SMOKE_ARGS = {"num_envs": 2, "num_steps": 256}
+
+
+def saved_args(script, args=None):
+    """A checkpoint's arguments as `script` writes them (every field of its Args): its defaults, the smoke
+    rollout shape and `args`."""
+    defaults = dataclasses.asdict(importlib.import_module(Path(script).stem).Args())
+    return {**defaults, **{k: v for k, v in {**PPO_SMOKE_ARGS, **(args or {})}.items() if k in defaults}}
 
 
 def plan(name, budget="smoke", seeds=(1,), envs=("Hopper-v5",), algos=None, runs_dir="runs/reproduce", total=None):
@@ -43,7 +52,7 @@ def fake_run(run, global_step, state=None, returns=(), args=None):
         writer.add_scalar("plasticity/actor_weight_magnitude", 0.1 + 0.001 * i, 100 * (i + 1))
     writer.close()
     torch.save({"script": run.script, "format": 1, "global_step": global_step,
-                "args": {**PPO_SMOKE_ARGS, **(args or {})}, **(state or {})}, path / "checkpoint.pt")
+                "args": saved_args(run.script, args), **(state or {})}, path / "checkpoint.pt")
     return path
 
 
@@ -286,8 +295,8 @@ def test_every_seed_and_welch_readings():
     assert "| HalfCheetah-v5 | PPO | 2,000 [-484, 4,484] (n=3) | — | 1: 1,000; 2: 2,000; 3: 3,000 |" in seeds
     compared = rp.comparison_table(rows, rp.BASELINES, ["HalfCheetah-v5"])
     # P3O - PPO: 9,000, t = 11.02 on 4 df -> p = 0.0004; P3O - Cycle: 0 -> p = 1
-    assert "| HalfCheetah-v5 | training | PPO | 3 vs 3 | +9,000 | 0.000 | P3O ahead |" in compared
-    assert "| HalfCheetah-v5 | training | PPO+Cycle | 3 vs 3 | +0 | 1.000 | not separated |" in compared
+    assert "| HalfCheetah-v5 | training return | PPO | 3 vs 3 | +9,000 | 0.000 | P3O ahead |" in compared
+    assert "| HalfCheetah-v5 | training return | PPO+Cycle | 3 vs 3 | +0 | 1.000 | not separated |" in compared
     assert "PPO+CBP" not in compared  # no runs
 
 
@@ -578,7 +587,8 @@ def fake_long_run(run, reached, offset, every=50_000):
         writer.add_scalar("plasticity/actor_fau", 1 - step / 1e7, step)
     writer.close()
     # whole rollouts of 2 x 256 steps stop short of the total: 5,000,000 -> 4,999,680
-    torch.save({"script": run.script, "format": 1, "global_step": reached - reached % 512, "args": PPO_SMOKE_ARGS},
+    torch.save({"script": run.script, "format": 1, "global_step": reached - reached % 512,
+                "args": saved_args(run.script)},
                path / "checkpoint.pt")
 
 
