@@ -18,12 +18,10 @@ CSV row per episode (default <run>/evaluation.csv). Anything wrong exits with on
 
 import csv
 import importlib
-import io
 import os
 import shutil
 import sys
 import tempfile
-from contextlib import redirect_stdout
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -98,38 +96,29 @@ def validate_args(args):
 
 
 def checkpoint_script(run_dir):
-    """The file the run's checkpoint names (None: unreadable, or from before checkpoints named their file)."""
+    """The file the run's checkpoint names: "" when it names none (older versions wrote none), None when no
+    checkpoint can be read."""
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         try:
             checkpoint = torch.load(os.path.join(run_dir, name), map_location="cpu", weights_only=False, mmap=True)
         except Exception:
             continue
-        return checkpoint.get("script") if isinstance(checkpoint, dict) else None
+        return (checkpoint.get("script") or "") if isinstance(checkpoint, dict) else ""
     return None
 
 
 def load_run(run_dir, mmap=False):
     """(module of the file that wrote the run, its checkpoint), read with that file's own loader, which exits
-    with one line on an unreadable checkpoint or one of another format. A checkpoint that names no file is
-    offered to each file's loader in turn; the one whose arguments it has takes it, as on --resume. mmap:
-    memory-map its tensors (reproduce.py reads a SAC run's arguments without loading its replay buffer)."""
+    with one line on an unreadable checkpoint or one of another format. mmap: memory-map its tensors
+    (reproduce.py reads a SAC run's arguments without loading its replay buffer)."""
     script = checkpoint_script(run_dir)
-    if script is not None:
-        if script not in SCRIPTS:
-            fail(f"{run_dir}: its checkpoint was written by {script}, which is none of {', '.join(SCRIPTS)}")
-        module = importlib.import_module(script[: -len(".py")])
-        return module, module.load_checkpoint(run_dir, mmap=mmap)
-    refusals = []
-    for candidate in SCRIPTS:
-        module = importlib.import_module(candidate[: -len(".py")])
-        try:
-            with redirect_stdout(io.StringIO()):
-                return module, module.load_checkpoint(run_dir, mmap=mmap)
-        except SystemExit as refusal:
-            refusals.append(str(refusal.code))
-    if all("is not a checkpoint of" in refusal for refusal in refusals):
-        fail(f"{run_dir}: its checkpoint names no file and its arguments are none of {', '.join(SCRIPTS)}'s")
-    sys.exit(refusals[0])
+    if script == "":
+        fail(f"{run_dir}: its checkpoint names no file (older versions of this project wrote none); evaluate it "
+             "with the version that wrote it")
+    if script is not None and script not in SCRIPTS:
+        fail(f"{run_dir}: its checkpoint was written by {script}, which is none of {', '.join(SCRIPTS)}")
+    module = importlib.import_module((script or SCRIPTS[0])[: -len(".py")])  # none readable: its loader says why
+    return module, module.load_checkpoint(run_dir, mmap=mmap)
 
 
 def make_policy(module, checkpoint, run_args, obs_dim, act_dim, low, high):

@@ -6,15 +6,8 @@ p3o_continuous.py` shows exactly what P3O adds. CleanRL style, one file, read to
     python ppo_continuous.py --env-id Hopper-v5 --seed 1
     python ppo_continuous.py --help
 
-What it does beyond CleanRL's ppo_continuous_action.py:
-- gymnasium 1.x vector envs with SAME_STEP autoreset, inference batched over the envs;
-- a time-limit truncation bootstraps from V(final observation) (only a termination cuts
-  the return); CleanRL treats both the same;
-- plasticity metrics of actor and critic (ReDo dormant ratio, weight magnitude,
-  gradient norm, activation norm, FAU, effective rank srank, distance from the initial
-  weights) and the policy's entropy under `plasticity/` in TensorBoard;
-- argument validation before any work, atomic checkpoints, exact `--resume`, a final
-  checkpoint on Ctrl-C or SIGTERM, and a NaN/inf guard.
+How it differs from CleanRL's ppo_continuous_action.py, and why: docs/design.md; its plasticity metrics:
+docs/metrics.md; checkpoints and --resume: docs/checkpoints.md.
 """
 
 import copy
@@ -58,10 +51,8 @@ class Args:
     run_dir: str = "runs"
     """folder under which each run writes runs/<run name>/ (TensorBoard events, checkpoint)"""
     resume: Optional[str] = None
-    """a run directory to continue from its last checkpoint (or the one before it, when that is unreadable)
-    with its saved arguments; of those given with it only --total-timesteps, --cuda (always this command's),
-    --threads, --async-envs, --checkpoint-every, --metrics-every, the GPU fast-path flags, --capture-video,
-    --video-every, --track and the W&B names may differ from the run's, any other that differs is refused"""
+    """a run directory to continue from its last checkpoint, with its saved arguments; only arguments that do not
+    change the method may be given with it (docs/checkpoints.md)"""
     checkpoint_every: int = 25
     """write a checkpoint every this many updates (and at the end, on Ctrl-C and on SIGTERM)"""
     metrics_every: int = 10
@@ -167,12 +158,11 @@ class Agent(nn.Module):
         return self.critic(obs).squeeze(-1)
 
     def act(self, obs):
-        """Sample actions for a batch of observations: one tensor [action | log-prob | value]."""
+        """Sample actions for a batch of observations: (actions, their log-probs, values)."""
         mean = self.actor_mean(obs)
-        std = self.actor_logstd.exp()
         noise = torch.randn_like(mean)
         logprob = (-0.5 * noise.square() - self.actor_logstd - LOG_SQRT_2PI).sum(-1)
-        return torch.cat([mean + std * noise, logprob[:, None], self.critic(obs)], dim=1)
+        return mean + self.actor_logstd.exp() * noise, logprob, self.get_value(obs)
 
     def evaluate(self, obs, action):
         """Log-prob and entropy of given actions, and values, for the PPO loss."""
@@ -205,8 +195,8 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
 def make_ppo_step(agent, optimizer, networks, rollout, args):
     """The PPO minibatch step on the rollout tensors (obs, actions, log-probs, advantages, returns,
     values; refilled in place every update): ppo_step(mb) computes the loss on rows mb, backward,
-    gradient clipping, Adam, and returns [policy loss, value loss, entropy, approx KL, clip
-    fraction, raw (pre-clip) gradient norm of each of `networks`]."""
+    gradient clipping, Adam, and returns the losses, approx KL, clip fraction and the raw (pre-clip)
+    gradient norm of each of `networks`, by name."""
     b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = rollout
 
     def ppo_step(mb):
@@ -234,34 +224,17 @@ def make_ppo_step(agent, optimizer, networks, rollout, args):
         grad_norms = [nn.utils.get_total_norm([p.grad for p in net.parameters()]) for net in networks.values()]
         nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
         optimizer.step()
-        return torch.stack([pg_loss, v_loss, entropy_loss, approx_kl, clipfrac, *grad_norms]).detach()
+        return {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
+                "approx_kl": approx_kl, "clipfrac": clipfrac,
+                **{f"{name}_grad_norm": norm for name, norm in zip(networks, grad_norms)}}
 
     return ppo_step
 
 
 def main():
-    args = tyro.cli(Args)
-    checkpoint = None
-    if args.resume:  # the run's saved arguments, except those given that may change on resume
-        checkpoint = load_checkpoint(args.resume)
-        args = resumed_args(args, checkpoint["args"], sys.argv[1:])
-    validate_args(args)
-    if args.resume:
-        run_dir = args.resume
-    else:
-        env_name = args.env_id.replace("/", "_")
-        run_dir = os.path.join(args.run_dir, f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    args, checkpoint, run_dir, device, writer = start_run()
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.use_deterministic_algorithms(args.torch_deterministic)
-    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
-    device = torch.device("cuda" if args.cuda else "cpu")
-
     start_step = checkpoint["global_step"] if checkpoint else 0
     envs, next_obs = make_env(args.env_id, args.num_envs, args.seed, normalize=True, gamma=args.gamma,
                               async_envs=args.async_envs, friction_period=args.friction_period,
@@ -276,52 +249,22 @@ def main():
     lr = torch.tensor(args.learning_rate, device=device) if args.cudagraphs else args.learning_rate
     optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=args.cudagraphs)
 
-    global_step, first_iteration = 0, 1
-    recent_returns = deque(maxlen=20)
+    saved = {"agent": agent, "optimizer": optimizer}  # in a checkpoint, beside the loop's progress
+    global_step, first_iteration, recent_returns = 0, 1, deque(maxlen=20)
     if checkpoint:
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        set_env_state(envs, checkpoint["env_state"])
-        next_obs = checkpoint["next_obs"]
-        global_step, first_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
+        restore(checkpoint, saved, envs, args.cuda)
+        next_obs, global_step, first_iteration = (checkpoint["next_obs"], checkpoint["global_step"],
+                                                  checkpoint["iteration"] + 1)
         recent_returns.extend(checkpoint["recent_returns"])
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if args.cuda and checkpoint["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         print(f"resumed {run_dir} at step {global_step:,} (update {first_iteration - 1})")
 
-    os.makedirs(run_dir, exist_ok=True)
-    if args.track:  # before the SummaryWriter, so that W&B syncs its event files (as CleanRL)
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=os.path.basename(run_dir), save_code=True, mode=wandb_mode())
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{k}|{v}|" for k, v in vars(args).items()))
     print(f"run {run_dir} | {args.env_id} | device {device} | {num_iterations} updates of {batch_size} steps")
 
-    def checkpoint_state(iteration):
-        return {
-            "script": os.path.basename(__file__), "format": CHECKPOINT_FORMAT,
-            "args": dataclasses.asdict(args), "global_step": global_step, "iteration": iteration,
-            "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-            "env_state": get_env_state(envs), "next_obs": next_obs, "recent_returns": list(recent_returns),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if args.cuda else None},
-        }
-
     # Rollout storage: numpy on the host, copied once per update into the device tensors below
-    obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((args.num_steps, args.num_envs, act_dim), dtype=np.float32)
-    logprobs_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    values_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    rewards_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    dones_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    b_obs = torch.zeros((batch_size, obs_dim), device=device)  # allocated once: the graphs read them in place
-    b_actions = torch.zeros((batch_size, act_dim), device=device)
+    obs_buf, actions_buf = (np.zeros((args.num_steps, args.num_envs, d), dtype=np.float32) for d in (obs_dim, act_dim))
+    logprobs_buf, values_buf, rewards_buf, dones_buf = np.zeros((4, args.num_steps, args.num_envs), dtype=np.float32)
+    # allocated once: the graphs read them in place
+    b_obs, b_actions = (torch.zeros((batch_size, dim), device=device) for dim in (obs_dim, act_dim))
     b_logprobs, b_advantages, b_returns, b_values = torch.zeros((4, batch_size), device=device)
 
     rollout = (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
@@ -340,9 +283,8 @@ def main():
         for step in range(args.num_steps):
             obs_buf[step] = next_obs
             with torch.inference_mode():
-                out = policy_step(torch.from_numpy(next_obs).to(device)).cpu().numpy()
-            action = out[:, :act_dim]
-            actions_buf[step], logprobs_buf[step], values_buf[step] = action, out[:, act_dim], out[:, act_dim + 1]
+                action, logprob, value = (x.cpu().numpy() for x in policy_step(torch.from_numpy(next_obs).to(device)))
+            actions_buf[step], logprobs_buf[step], values_buf[step] = action, logprob, value
             next_obs, reward, terminations, truncations, infos = envs.step(action)
             global_step += args.num_envs
             rewards_buf[step] = reward
@@ -369,19 +311,17 @@ def main():
         for target, source in ((b_obs, obs_buf), (b_actions, actions_buf), (b_logprobs, logprobs_buf),
                                (b_advantages, advantages), (b_returns, returns), (b_values, values_buf)):
             target.copy_(torch.from_numpy(source).view(target.shape))
-        stats = []  # one row per minibatch step, read on the host once per update
+        stats = []  # each minibatch step's, read on the host once per update
         for epoch in range(args.update_epochs):
             permutation = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, args.minibatch_size):
                 stats.append(update_step(permutation[start:start + args.minibatch_size]))
-            if args.target_kl is not None and stats[-1][3].item() > args.target_kl:
+            if args.target_kl is not None and stats[-1]["approx_kl"].item() > args.target_kl:
                 break
-        stats = torch.stack(stats)
-        pg_loss, v_loss, entropy_loss, approx_kl = stats[-1, :4]
-        grad_norms = dict(zip(networks, stats[-1, 5:]))  # raw (pre-clip), of the last minibatch, for plasticity/
+        last = stats[-1]  # the last minibatch's; its gradient norms (raw, pre-clip) for plasticity/
 
         # ---- NaN guard: stop before anything non-finite reaches a checkpoint ----
-        losses = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
+        losses = {name: last[name] for name in ("policy_loss", "value_loss", "entropy")}
         bad = [f"loss {k}" for k, v in losses.items() if not torch.isfinite(v)]
         bad += [f"parameter {k}" for k, p in agent.named_parameters() if not torch.isfinite(p).all()]
         if bad:
@@ -391,22 +331,19 @@ def main():
         # ---- Logging ----
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
-        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         sps = int((global_step - steps_at_start) / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", float(optimizer.param_groups[0]["lr"]), global_step)
-        for name, value in losses.items():
-            writer.add_scalar(f"losses/{name}", value.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", stats[:, 4].mean().item(), global_step)
-        writer.add_scalar("losses/explained_variance", explained_var, global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
+        for tag, value in {"charts/learning_rate": float(optimizer.param_groups[0]["lr"]), "charts/SPS": sps,
+                           **{f"losses/{name}": value.item() for name, value in losses.items()},
+                           "losses/approx_kl": last["approx_kl"].item(),
+                           "losses/clipfrac": torch.stack([s["clipfrac"] for s in stats]).mean().item(),
+                           "losses/explained_variance": np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
+                           }.items():
+            writer.add_scalar(tag, value, global_step)
         if iteration % args.metrics_every == 0 or iteration == num_iterations:
-            sample = b_obs[:2048]
             for net_name, net in networks.items():
-                metrics = plasticity_metrics(net, sample, args.dormant_threshold, initial_networks[net_name])
-                for key, value in metrics.items():
+                metrics = plasticity_metrics(net, b_obs[:2048], args.dormant_threshold, initial_networks[net_name])
+                for key, value in {**metrics, "grad_norm": last[f"{net_name}_grad_norm"].item()}.items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
-                writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norms[net_name].item(), global_step)
             policy_entropy = (agent.actor_logstd + 0.5 + LOG_SQRT_2PI).sum()  # the Gaussian's, any state
             writer.add_scalar("plasticity/policy_entropy", policy_entropy.item(), global_step)
         mean_return = np.mean(recent_returns) if recent_returns else float("nan")
@@ -415,7 +352,9 @@ def main():
               f"SPS {sps:,} | return {mean_return:9.1f} | ETA {eta / 60:6.1f} min", flush=True)
 
         if iteration % args.checkpoint_every == 0 or iteration == num_iterations or interrupt.requested:
-            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), checkpoint_state(iteration))
+            progress = {"global_step": global_step, "iteration": iteration, "next_obs": next_obs,
+                        "recent_returns": list(recent_returns)}
+            save(run_dir, args, envs, saved, **progress)
         if interrupt.requested:
             print(f"stopped at step {global_step:,}; continue with: python {os.path.basename(__file__)} "
                   f"--resume {run_dir}")
@@ -424,6 +363,7 @@ def main():
     envs.close()
     writer.close()
     if args.track:
+        import wandb
         wandb.finish()
 
 
@@ -439,39 +379,78 @@ def validate_args(args: Args) -> None:
     batch = args.num_envs * args.num_steps  # one rollout; the checks against it wait for valid counts
     counts_ok = args.num_envs >= 1 and args.num_steps >= 1
     fits = counts_ok and args.total_timesteps >= batch
-    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
-    checks = [
-        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
+    errors = out_of_bounds(args, [
+        (">= 1", ("num_envs", "num_steps", "update_epochs", "hidden_dim", "hidden_layers")),
+        ("> 0", ("learning_rate", "clip_coef", "max_grad_norm", "target_kl")),
+        (">= 0", ("ent_coef", "vf_coef")),
+        ("in [0, 1]", ("gae_lambda",)),
+        ("in (0, 1]", ("gamma",)),
+    ]) + [message for ok, message in [
         (not counts_ok or args.total_timesteps >= batch, f"--total-timesteps {args.total_timesteps} must be at "
                                                          f"least one rollout (--num-envs x --num-steps = {batch})"),
-        (args.learning_rate > 0, f"--learning-rate {args.learning_rate} must be > 0"),
-        (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
-        (args.num_steps >= 1, f"--num-steps {args.num_steps} must be >= 1"),
         (not fits or 1 <= args.minibatch_size <= batch and batch % args.minibatch_size == 0,
          f"--minibatch-size {args.minibatch_size} must divide the rollout --num-envs x --num-steps = {batch}"),
-        (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
-        (0 <= args.gae_lambda <= 1, f"--gae-lambda {args.gae_lambda} must be in [0, 1]"),
-        (args.update_epochs >= 1, f"--update-epochs {args.update_epochs} must be >= 1"),
-        (args.clip_coef > 0, f"--clip-coef {args.clip_coef} must be > 0"),
-        (args.ent_coef >= 0, f"--ent-coef {args.ent_coef} must be >= 0"),
-        (args.vf_coef >= 0, f"--vf-coef {args.vf_coef} must be >= 0"),
-        (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm} must be > 0"),
-        (args.target_kl is None or args.target_kl > 0, f"--target-kl {args.target_kl} must be > 0"),
-        (args.hidden_dim >= 1, f"--hidden-dim {args.hidden_dim} must be >= 1"),
-        (args.hidden_layers >= 1, f"--hidden-layers {args.hidden_layers} must be >= 1"),
-        (args.friction_period > 0, f"--friction-period {args.friction_period} must be a positive number of steps"),
-        (args.threads >= 0, f"--threads {args.threads} must be >= 0 (0 = automatic)"),
-        (args.checkpoint_every >= 1, f"--checkpoint-every {args.checkpoint_every} must be >= 1"),
-        (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
-        (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
-        (args.video_every >= 1, f"--video-every {args.video_every} must be >= 1"),
+    ] if not ok] + run_errors(args)
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def start_run():
+    """The command line's arguments (with --resume, the run's own and those given that may change), checked
+    before anything is made; the seeds, torch's threads and determinism; the run directory with its TensorBoard
+    writer (and W&B with --track). Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
+    args = tyro.cli(Args)
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint:  # the run's saved arguments, except those given that may change on resume
+        args = resumed_args(args, checkpoint["args"])
+    validate_args(args)
+    run_dir = args.resume or os.path.join(
+        args.run_dir, f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:  # cuBLAS needs this for deterministic matmuls
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
+    os.makedirs(run_dir, exist_ok=True)
+    if args.track:  # before the SummaryWriter, so that W&B syncs its event files (as CleanRL)
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=os.path.basename(run_dir), save_code=True, mode=wandb_mode())
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in vars(args).items()))
+    return args, checkpoint, run_dir, torch.device("cuda" if args.cuda else "cpu"), writer
+
+
+RULES = {">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0,
+         "in [0, 1]": lambda v: 0 <= v <= 1, "in (0, 1]": lambda v: 0 < v <= 1}
+
+
+def out_of_bounds(args, bounds):
+    """A one-line message for each argument outside its bound: bounds are (rule of RULES, argument names)
+    pairs (None, an Optional argument left unset, passes; NaN fails every rule)."""
+    return [f"--{name.replace('_', '-')} {getattr(args, name)} must be {rule}" for rule, names in bounds
+            for name in names if getattr(args, name) is not None and not RULES[rule](getattr(args, name))]
+
+
+def run_errors(args):
+    """The problems of the arguments every training file has: seed, periods, run directory, device, video,
+    W&B and environment."""
+    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
+    errors = out_of_bounds(args, [(">= 1", ("checkpoint_every", "metrics_every", "video_every")),
+                                  (">= 0", ("threads",)), ("> 0", ("friction_period",)),
+                                  ("in [0, 1]", ("dormant_threshold",))])
+    errors += [message for ok, message in [
+        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
         (directory_problem(run_dir) is None, f"{run_dir_flag} {run_dir}: {directory_problem(run_dir)}"),
-        (not args.cuda or torch.cuda.is_available(),
-         "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
-         "install a CUDA build of torch or drop --cuda"),
+        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA GPU "
+         "(torch.cuda.is_available() is False); install a CUDA build of torch or drop --cuda"),
         (args.cuda or not args.cudagraphs, "--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)"),
-    ]
-    errors = [message for ok, message in checks if not ok]
+    ] if not ok]
     if args.capture_video:  # an OpenGL backend, chosen before MuJoCo or dm_control is imported (validate_env_id)
         try:
             choose_gl_backend("--capture-video")
@@ -486,8 +465,7 @@ def validate_args(args: Args) -> None:
         validate_env_id(args.env_id)
     except ValueError as e:
         errors.append(f"--env-id: {e}")
-    if errors:
-        sys.exit("error: " + "\nerror: ".join(errors))
+    return errors
 
 
 def directory_problem(path):
@@ -504,27 +482,23 @@ def directory_problem(path):
 
 
 def wandb_mode():
-    """W&B's mode for --track: the user's WANDB_MODE if set; else online when W&B has an API key (WANDB_API_KEY or
-    `wandb login`'s entry in ~/.netrc) and its server answers within 3 s; else offline, with a note: the run is
-    kept under ./wandb for `wandb sync`, and training never waits on a network that is not there."""
+    """W&B's mode for --track: WANDB_MODE if set; online when W&B has an API key (WANDB_API_KEY or `wandb login`'s
+    ~/.netrc entry) and its server answers within 3 s; else offline to ./wandb (`wandb sync` uploads it later),
+    so that training never waits on a network that is not there."""
     import netrc
     import socket
 
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    try:
+    try:  # the network is asked only when there is a key to use it with
         key = os.environ.get("WANDB_API_KEY") or netrc.netrc().authenticators("api.wandb.ai")
+        online = bool(key) and socket.create_connection(("api.wandb.ai", 443), timeout=3).close() is None
     except (OSError, netrc.NetrcParseError):
-        key = None
-    if key:  # the network is asked only when there is a key to use it with
-        try:
-            socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
-            return "online"
-        except OSError:
-            pass
-    print(f"--track: W&B {'server unreachable' if key else 'has no API key (wandb login)'}; logging offline to "
-          "./wandb (upload later with `wandb sync`; WANDB_MODE chooses)")
-    return "offline"
+        online = False
+    if not online:
+        print("--track: no W&B API key (wandb login) or no answer from its server; logging offline to ./wandb "
+              "(upload later with `wandb sync`; WANDB_MODE chooses)")
+    return "online" if online else "offline"
 
 
 def describe(error):
@@ -535,16 +509,22 @@ def describe(error):
 CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
 
 # Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
-# checkpoints and logs metrics; none changes the method): the value given replaces the saved one, any other
-# argument given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's,
-# given or not: the device belongs to the machine.
-RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "metrics_every", "compile",
-                     "cudagraphs", "resume", "run_dir", "capture_video", "video_every", "track", "wandb_project_name",
-                     "wandb_entity")
-# Arguments of this file added since checkpoints were first written, with the value that runs written before
-# them had: a checkpoint lacking one resumes with that value.
-ARGS_BEFORE_THEY_EXISTED = {
-}
+# checkpoints and logs; none changes the method): the value given replaces the saved one, any other argument
+# given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's, given or not:
+# the device belongs to the machine.
+RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "save_buffer", "log_every",
+                     "metrics_every", "compile", "cudagraphs", "resume", "run_dir", "capture_video", "video_every",
+                     "track", "wandb_project_name", "wandb_entity")
+
+
+def save(run_dir, args, envs, objects, **progress):
+    """Write the run's checkpoint: the state_dict() of each of `objects` (networks, optimizers) by name, the
+    loop's `progress`, the envs' and the random generators' states."""
+    save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), {
+        "script": os.path.basename(__file__), "format": CHECKPOINT_FORMAT, "args": dataclasses.asdict(args),
+        **progress, **{name: obj.state_dict() for name, obj in objects.items()}, "env_state": get_env_state(envs),
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if args.cuda else None}})
 
 
 def save_checkpoint(path, state):
@@ -566,11 +546,24 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
+def restore(checkpoint, objects, envs, cuda):
+    """Load what `save` wrote into `objects`, the envs and the random generators; the loop's progress is read
+    from the checkpoint by the caller."""
+    for name, obj in objects.items():
+        obj.load_state_dict(checkpoint[name])
+    set_env_state(envs, checkpoint["env_state"])
+    random.setstate(checkpoint["rng"]["python"])
+    np.random.set_state(checkpoint["rng"]["numpy"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if cuda and checkpoint["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+
 def load_checkpoint(run_dir, mmap=False):
     """The checkpoint of the run to resume: checkpoint.pt, or the one before it, checkpoint.prev.pt, when
-    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read,
-    or the checkpoint is another file's or of another format. mmap: memory-map its tensors (to read a run,
-    as reproduce.py does, without loading a replay buffer whole)."""
+    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read, or
+    the checkpoint is another file's, of another format or from a version of this file with other arguments.
+    mmap: memory-map its tensors (to read a run, as reproduce.py does, without loading a replay buffer whole)."""
     script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
     for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
         if not os.path.isfile(path):
@@ -581,53 +574,44 @@ def load_checkpoint(run_dir, mmap=False):
             problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
             continue
         header = checkpoint if isinstance(checkpoint, dict) else {}
-        if "format" not in header and isinstance(header.get("args"), dict):
-            # format 0, from before checkpoints named their file, has the same contents: it is this file's
-            # when its arguments are this file's (less ones added since, which may change on resume)
-            saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
-            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
-                header = {"script": script, "format": CHECKPOINT_FORMAT}
         if "script" not in header or "format" not in header:
-            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
-                     f"{script}'s; resume it with the file that wrote it, or start a new run")
+            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file (older versions wrote none); "
+                     "resume it with the version that wrote it, or start a new run")
         if header["script"] != script:
             sys.exit(f"error: {path} was written by {header['script']}, not {script}; "
                      f"resume it with: python {header['script']} --resume {run_dir}")
         if header["format"] != CHECKPOINT_FORMAT:
             sys.exit(f"error: {path} has checkpoint format {header['format']}, this {script} "
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
+        fields = {f.name for f in dataclasses.fields(Args)}
+        if set(header["args"]) != fields:
+            other = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(fields ^ set(header["args"])))
+            sys.exit(f"error: {path} is from a version of {script} with other arguments ({other}); resume it with "
+                     "the version that wrote it, or start a new run")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
-        checkpoint["args"] = {**ARGS_BEFORE_THEY_EXISTED, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
 
 
-def resumed_args(args, saved, argv):
-    """The run's saved arguments, with those in RESUME_MAY_CHANGE that argv gives (--name value, --name=value,
-    --name, --no-name; kebab- or snake_case) and --cuda taken from `args`, the command line parsed. Exits
-    naming both values when argv gives another argument that differs from the run's."""
-    fields = {f.name for f in dataclasses.fields(Args)}
-    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
-    given = {n for n in names if n in fields} | {n[3:] for n in names if n.startswith("no_") and n[3:] in fields}
+def resumed_args(args, saved, argv=None):
+    """The run's saved arguments with the command line (argv; None: sys.argv) over them through tyro's default=,
+    --cuda this command's. Exits naming both values when it changes an argument outside RESUME_MAY_CHANGE."""
     run = Args(**saved)
-    differ = [f"--{n.replace('_', '-')} {getattr(args, n)} (the run has {getattr(run, n)})"
-              for n in sorted(given - set(RESUME_MAY_CHANGE)) if getattr(args, n) != getattr(run, n)]
+    given = tyro.cli(Args, default=run, args=argv)
+    differ = [f"--{f.name.replace('_', '-')} {getattr(given, f.name)} (the run has {getattr(run, f.name)})"
+              for f in dataclasses.fields(Args) if f.name not in RESUME_MAY_CHANGE
+              and getattr(given, f.name) != getattr(run, f.name)]
     if differ:
         may_change = ", ".join(f"--{n.replace('_', '-')}" for n in RESUME_MAY_CHANGE
-                               if n in fields and n not in ("resume", "run_dir"))
+                               if hasattr(run, n) and n not in ("resume", "run_dir"))
         sys.exit(f"error: --resume {args.resume}: cannot change {', '.join(differ)} on resume; only {may_change} "
                  "may change: leave the others out, or start a new run without --resume")
-    for name in given & set(RESUME_MAY_CHANGE) | {"cuda", "resume"}:
-        setattr(run, name, getattr(args, name))
-    return run
-
-
+    return dataclasses.replace(given, cuda=args.cuda)
 class GracefulInterrupt:
-    """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update,
-    checkpoint, exit. Second, a second or more later: stop at once (Slurm's time limit sends a
-    job's processes SIGTERM twice at the same moment: one request)."""
+    """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update, checkpoint, exit.
+    Again, a second or more later: stop at once (Slurm's time limit sends SIGTERM twice at once: one request)."""
 
     def __init__(self):
         self.requested = 0.0  # time.monotonic() of the first request; 0: none
@@ -635,25 +619,24 @@ class GracefulInterrupt:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if self.requested:
-            if time.monotonic() - self.requested > 1.0:
-                raise KeyboardInterrupt
-            return
-        self.requested = time.monotonic()
-        print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
-              "(send it again to stop at once)", flush=True)
+        if self.requested and time.monotonic() - self.requested > 1.0:
+            raise KeyboardInterrupt
+        if not self.requested:
+            self.requested = time.monotonic()
+            print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
+                  "(send it again to stop at once)", flush=True)
 
 
 def fast_path(fn, args):
-    """The hot function fn (tensors in, one tensor out) as --compile and --cudagraphs ask.
+    """The hot function fn (tensors in; a tensor, or a tuple or dict of them, out) as --compile and --cudagraphs
+    ask; without either flag fn itself (the eager code is the reference), as for fn.keep_eager = True (one read
+    through forward hooks, as CBP's PPO step).
 
-    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own
-    input tensors; the first two run fn on them on a side stream (the warm-up CUDA graphs need, and
-    with --compile the compilation), the third records fn in a CUDA graph, and from then on every
-    call replays the graph and returns a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
-    addresses they had when it was recorded, so all of them are updated in place (resets too),
-    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference; so is
-    a function marked fn.keep_eager = True (one read through forward hooks, as CBP's PPO step).
+    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own input tensors;
+    the first two run fn on them on a side stream (the warm-up CUDA graphs need, and the compilation), the third
+    records fn in a CUDA graph, and from then on every call replays it and returns a copy of its outputs. A graph
+    reads and writes parameters, Adam moments and buffers at the addresses they had when it was recorded, so all
+    of them are updated in place (resets too), never reassigned.
     """
     if getattr(fn, "keep_eager", False):
         return fn
@@ -680,7 +663,7 @@ def fast_path(fn, args):
             with torch.cuda.graph(graph):
                 static_output.append(fn(*static_inputs))
         graph.replay()
-        return static_output[0].clone()
+        return torch.utils._pytree.tree_map(torch.clone, static_output[0])
 
     return replay
 
@@ -690,8 +673,8 @@ ACTIVE_SLOPE = 0.01  # FAU: a neuron is active on an input where its activation'
 
 
 def effective_rank(features, delta=SRANK_DELTA):
-    """srank_delta of Kumar et al. 2021 on a (batch, neurons) feature matrix: the fewest of its
-    singular values, largest first, whose sum reaches (1 - delta) of the sum of all of them."""
+    """srank_delta (Kumar et al. 2021) of (batch, neurons) features: the fewest singular values, largest first,
+    whose sum reaches (1 - delta) of their total."""
     singular = torch.linalg.svdvals(features)
     if singular.sum() <= 0:
         return 0
@@ -699,26 +682,19 @@ def effective_rank(features, delta=SRANK_DELTA):
 
 
 def active_fraction(h, activation):
-    """FAU, the fraction of active units: the share of (input, neuron) pairs of a hidden layer's
-    output h where the activation passes gradient (slope > ACTIVE_SLOPE). ReLU: h > 0, the FAU
-    of Ma et al. 2023; tanh: 1 - h^2 > 0.01, i.e. not saturated (|h| < 0.995)."""
+    """FAU: the share of (input, neuron) pairs of a hidden layer's output h whose activation passes gradient
+    (slope > ACTIVE_SLOPE): ReLU h > 0 (Ma et al. 2023); tanh 1 - h^2 > 0.01, not saturated."""
     slope = (h > 0).float() if isinstance(activation, nn.ReLU) else 1 - h.square()
     return (slope > ACTIVE_SLOPE).float().mean().item()
 
 
 @torch.no_grad()
 def plasticity_metrics(net, obs, dormant_threshold, initial):
-    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch.
-
-    Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
-    |activation| divided by the layer's mean of that is <= dormant_threshold), activation
-    norm (mean L2 norm of the layer's activation vector), FAU (active_fraction) and effective
-    rank of the layer's features (effective_rank; over the network: the last hidden layer's,
-    the features the head reads); per Linear layer and overall: weight magnitude (mean |w|,
-    i.e. L1 norm per parameter) and the L2 distance of the weights from `initial` (a copy of
-    net at step 0; a reset neuron's new weights count as moved). The gradient norm is taken in
-    the update, before clipping.
-    """
+    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch, per hidden
+    layer and over the network: ReDo dormant ratio (the share of neurons whose mean |activation| over the
+    layer's mean of it is <= dormant_threshold), activation norm (mean L2 norm), FAU and effective rank (over
+    the network: the last hidden layer's, the features the head reads); per Linear layer and overall: weight
+    magnitude (mean |w|) and L2 distance from `initial`, a copy of net at step 0 (docs/metrics.md)."""
     out, h, dormant, neurons, act_norms, hidden, active = {}, obs, 0, 0, [], 0, 0.0
     for layer in net:
         h = layer(h)
@@ -733,17 +709,14 @@ def plasticity_metrics(net, obs, dormant_threshold, initial):
             active += out[f"fau/layer{hidden}"] * h.shape[1]
             dormant, neurons, hidden = dormant + layer_dormant, neurons + h.shape[1], hidden + 1
     linears = [m for m in net if isinstance(m, nn.Linear)]
-    initial_linears = [m for m in initial if isinstance(m, nn.Linear)]
-    for i, (m, m0) in enumerate(zip(linears, initial_linears)):
+    for i, (m, m0) in enumerate(zip(linears, [m for m in initial if isinstance(m, nn.Linear)])):
         out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
         out[f"weight_distance/layer{i}"] = (m.weight - m0.weight).norm().item()
-    params = [p for p in net.parameters()]
-    out["dormant_ratio"] = dormant / neurons
-    out["fau"] = active / neurons
+    params = list(net.parameters())
+    out["dormant_ratio"], out["fau"] = dormant / neurons, active / neurons
     out["activation_norm"] = sum(act_norms) / len(act_norms)
     out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
-    squares = sum((p - p0).square().sum() for p, p0 in zip(params, initial.parameters()))
-    out["weight_distance"] = squares.sqrt().item()
+    out["weight_distance"] = sum((p - p0).square().sum() for p, p0 in zip(params, initial.parameters())).sqrt().item()
     return out
 
 

@@ -22,25 +22,8 @@ every curve of the paper's Fig. 23:
     python sac_sbp.py --env-id Hopper-v5 --reset cycle --no-inner-distill
     python sac_sbp.py --help
 
-What it does beyond CleanRL's sac_continuous_action.py:
-- gymnasium 1.x vector envs with SAME_STEP autoreset; every transition that ends an episode
-  stores the true final observation; only a termination cuts the bootstrap, a time-limit
-  truncation bootstraps from Q(final observation);
-- a replay buffer of preallocated tensors (on the GPU with --cuda) that stores each
-  observation once: row k holds observation k with the reward and termination flag of the
-  step that produced it, the next observation of transition k is row k+1, and the true final
-  observation of an episode is kept aside; one vectorised index draw per update;
-- CleanRL's update with less overhead: fused Adam (the temperature in the actor's optimizer),
-  no Q-weight gradients in the actor loss, the temperature loss on the actor loss's own
-  sample (as the SAC authors' code and SB3; CleanRL draws a second one), one Polyak kernel,
-  no host syncs and no per-step tensor conversions in the hot loop. Most of the update is
-  the 256x256 matrix products themselves, which no Python-level change removes: on a quiet
-  2-core CPU, one thread each, it runs 1.31x CleanRL's steps/s (benchmark.py, see docs/performance.md);
-- plasticity metrics of actor and both critics (ReDo dormant ratio, weight magnitude,
-  gradient norm, activation norm, FAU, effective rank srank, distance from the initial
-  weights) and the policy's entropy under `plasticity/` in TensorBoard;
-- argument validation before any work, atomic checkpoints (replay buffer optional), exact
-  `--resume`, a final checkpoint on Ctrl-C or SIGTERM, and a NaN/inf guard.
+How it differs from CleanRL's sac_continuous_action.py, and why: docs/design.md; its plasticity metrics:
+docs/metrics.md; checkpoints and --resume: docs/checkpoints.md.
 """
 
 import copy
@@ -86,11 +69,8 @@ class Args:
     run_dir: str = "runs"
     """folder under which each run writes runs/<run name>/ (TensorBoard events, checkpoint)"""
     resume: Optional[str] = None
-    """a run directory to continue from its last checkpoint (or the one before it, when that is unreadable)
-    with its saved arguments; of those given with it only --total-timesteps, --cuda (always this command's),
-    --threads, --async-envs, --checkpoint-every, --save-buffer, --log-every, --metrics-every, the GPU
-    fast-path flags, --capture-video, --video-every, --track and the W&B names may differ from the run's,
-    any other that differs is refused"""
+    """a run directory to continue from its last checkpoint, with its saved arguments; only arguments that do not
+    change the method may be given with it (docs/checkpoints.md)"""
     checkpoint_every: int = 100_000
     """write a checkpoint every this many environment steps (and at the end, on Ctrl-C and on SIGTERM)"""
     save_buffer: bool = True
@@ -580,8 +560,8 @@ def make_sac_updates(actor, qf, qf_target, q_optimizer, actor_optimizer, log_alp
         return log_alpha.exp().detach() if args.autotune else fixed_alpha
 
     def critic_update(obs, actions, rewards, next_obs_b, dones):
-        """The critic update on a sampled batch. Returns [mean Q of each Q network, their MSE losses,
-        the raw gradient norm of each]."""
+        """The critic update on a sampled batch. Returns the mean Q of each Q network, their MSE losses and
+        the raw gradient norm of each, by name."""
         with torch.no_grad():
             next_actions, next_log_pi = actor.sample(next_obs_b)
             min_q_next = qf_target(next_obs_b, next_actions).amin(0) - temperature() * next_log_pi
@@ -592,11 +572,13 @@ def make_sac_updates(actor, qf, qf_target, q_optimizer, actor_optimizer, log_alp
         q_losses.sum().backward()
         grad_norms = [nn.utils.get_total_norm([p.grad for p in q.parameters()]) for q in qf.members]
         q_optimizer.step()
-        return torch.cat([q_values.detach().mean(1), q_losses.detach(), torch.stack(grad_norms)])
+        q_means, q_losses = q_values.detach().mean(1), q_losses.detach()
+        return {"qf1_values": q_means[0], "qf2_values": q_means[1], "qf1_loss": q_losses[0], "qf2_loss": q_losses[1],
+                "critic_grad_norm": grad_norms[0], "critic2_grad_norm": grad_norms[1]}
 
     def actor_update(obs):
-        """One actor and temperature update on the sampled observations. Returns [actor loss,
-        temperature loss, the actor's raw gradient norm]."""
+        """One actor and temperature update on the sampled observations. Returns the actor loss, the
+        temperature loss and the actor's raw gradient norm, by name."""
         pi, log_pi = actor.sample(obs)
         actor_loss = (temperature() * log_pi - qf(obs, pi).amin(0)).mean()
         # temperature loss on the same sample (the SAC authors' and SB3's order; CleanRL draws a
@@ -607,34 +589,13 @@ def make_sac_updates(actor, qf, qf_target, q_optimizer, actor_optimizer, log_alp
         loss.backward(inputs=actor_params)  # no gradients for the Q networks' weights: not needed
         grad_norm = nn.utils.get_total_norm([p.grad for p in actor.parameters()])
         actor_optimizer.step()
-        return torch.stack([actor_loss.detach(), alpha_loss.detach(), grad_norm])
+        return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "actor_grad_norm": grad_norm}
 
     return temperature, critic_update, actor_update
 
 
 def main():
-    args = tyro.cli(Args)
-    checkpoint = None
-    if args.resume:  # the run's saved arguments, except those given that may change on resume
-        checkpoint = load_checkpoint(args.resume)
-        args = resumed_args(args, checkpoint["args"], sys.argv[1:])
-    validate_args(args)
-    if args.resume:
-        run_dir = args.resume
-    else:
-        env_name = args.env_id.replace("/", "_")
-        run_dir = os.path.join(args.run_dir, f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}")
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.cuda and args.torch_deterministic:  # cuBLAS needs this for deterministic matmuls
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.use_deterministic_algorithms(args.torch_deterministic)
-    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
-    device = torch.device("cuda" if args.cuda else "cpu")
-
+    args, checkpoint, run_dir, device, writer = start_run()
     start_step = checkpoint["global_step"] if checkpoint else 0
     envs, next_obs = make_env(args.env_id, args.num_envs, args.seed, normalize=False, gamma=args.gamma,
                               async_envs=args.async_envs, friction_period=args.friction_period,
@@ -661,28 +622,18 @@ def main():
                                        lr=args.policy_lr, fused=not args.cudagraphs, capturable=args.cudagraphs)
     rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_dim, act_dim, device)
 
-    global_step, updates = 0, 0
-    recent_returns = deque(maxlen=20)
+    saved = {"actor": actor, "qf": qf, "qf_target": qf_target, "actor_optimizer": actor_optimizer,
+             "q_optimizer": q_optimizer}  # in a checkpoint, beside the loop's progress
+    global_step, updates, recent_returns = 0, 0, deque(maxlen=20)
     sbp = {"reset_index": 0, "next_reset": args.reset_frequency, "resets": 0, "distill_epochs": 0,
            "reset_seconds": 0.0, "reset_counts": np.zeros((args.hidden_layers, args.hidden_dim), dtype=np.int64)}
     if checkpoint:
-        actor.load_state_dict(checkpoint["actor"])
-        qf.load_state_dict(checkpoint["qf"])
-        qf_target.load_state_dict(checkpoint["qf_target"])
-        actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
-        q_optimizer.load_state_dict(checkpoint["q_optimizer"])
+        restore(checkpoint, saved, envs, args.cuda)
         with torch.no_grad():
             log_alpha.copy_(checkpoint["log_alpha"])
-        set_env_state(envs, checkpoint["env_state"])
-        next_obs = checkpoint["next_obs"]
-        global_step, updates = checkpoint["global_step"], checkpoint["updates"]
+        next_obs, global_step, updates = checkpoint["next_obs"], checkpoint["global_step"], checkpoint["updates"]
         recent_returns.extend(checkpoint["recent_returns"])
         sbp = checkpoint["sbp"]
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if args.cuda and checkpoint["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         if checkpoint["replay_buffer"] is not None:
             rb.load_state_dict(checkpoint["replay_buffer"])
         else:
@@ -694,31 +645,9 @@ def main():
     temperature, critic_update, actor_update = make_sac_updates(actor, qf, qf_target, q_optimizer, actor_optimizer,
                                                                 log_alpha, args)
 
-    os.makedirs(run_dir, exist_ok=True)
-    if args.track:  # before the SummaryWriter, so that W&B syncs its event files (as CleanRL)
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=os.path.basename(run_dir), save_code=True, mode=wandb_mode())
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{k}|{v}|" for k, v in vars(args).items()))
     sbp_name = args.reset + (" + inner distillation" if args.reset != "none" and args.inner_distill else "")
     print(f"run {run_dir} | {args.env_id} | device {device} | reset {sbp_name} | "
           f"replay buffer {rb.nbytes() / 2**30:.2f} GiB for {args.buffer_size:,} transitions")
-
-    def checkpoint_state():
-        return {
-            "script": os.path.basename(__file__), "format": CHECKPOINT_FORMAT,
-            "args": dataclasses.asdict(args), "global_step": global_step, "updates": updates,
-            "actor": actor.state_dict(), "qf": qf.state_dict(), "qf_target": qf_target.state_dict(),
-            "actor_optimizer": actor_optimizer.state_dict(), "q_optimizer": q_optimizer.state_dict(),
-            "log_alpha": log_alpha.detach().cpu(),
-            "env_state": get_env_state(envs), "next_obs": next_obs, "recent_returns": list(recent_returns),
-            "sbp": sbp, "replay_buffer": rb.state_dict() if args.save_buffer else None,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if args.cuda else None},
-        }
 
     policy_step = fast_path(lambda obs: actor.sample(obs)[0], args)
     critic_step, actor_step = fast_path(critic_update, args), fast_path(actor_update, args)
@@ -729,10 +658,10 @@ def main():
         nonlocal updates
         updates += 1
         batch = rb.sample(args.batch_size)
-        out = {"critic": critic_step(*batch)}
+        out = critic_step(*batch)
         if updates % args.policy_frequency == 0:  # CleanRL's delayed update, compensated
             for _ in range(args.policy_frequency):
-                out["actor"] = actor_step(batch[0])
+                out.update(actor_step(batch[0]))
         if updates % args.target_network_frequency == 0:
             with torch.no_grad():
                 torch._foreach_lerp_(target_params, q_params, args.tau)  # Polyak: target += tau (q - target)
@@ -778,13 +707,9 @@ def main():
         # ---- Logging and NaN guard: stop before anything non-finite reaches a checkpoint ----
         if learning and (crossed(args.log_every) or crossed(args.checkpoint_every) or finished
                          or interrupt.requested):
-            critic = last["critic"]
-            losses = {"qf1_values": critic[0], "qf2_values": critic[1], "qf1_loss": critic[2], "qf2_loss": critic[3],
-                      "qf_loss": critic[2:4].mean()}
-            if "actor" in last:
-                losses["actor_loss"] = last["actor"][0]
-                if args.autotune:
-                    losses["alpha_loss"] = last["actor"][1]
+            losses = {name: last[name] for name in ("qf1_values", "qf2_values", "qf1_loss", "qf2_loss", "actor_loss")
+                      + ("alpha_loss",) * args.autotune if name in last}  # the actor's after its first update
+            losses["qf_loss"] = torch.stack([last["qf1_loss"], last["qf2_loss"]]).mean()
             bad = [f"loss {k}" for k, v in losses.items() if not torch.isfinite(v)]
             for net_name, net in (("actor", actor), ("qf", qf)):
                 bad += [f"{net_name} parameter {k}" for k, p in net.named_parameters() if not torch.isfinite(p).all()]
@@ -802,15 +727,13 @@ def main():
             obs_sample, action_sample = rb.sample(2048, generator)[:2]
             critic_input = torch.cat([obs_sample, action_sample], dim=1)
             # the raw gradient norm of each network's last update (SAC clips nothing)
-            nets = (("actor", actor.net, obs_sample, last["actor"][2] if "actor" in last else None),
-                    ("critic", qf.members[0], critic_input, last["critic"][4]),
-                    ("critic2", qf.members[1], critic_input, last["critic"][5]))
-            for net_name, net, sample, grad_norm in nets:
+            for net_name, net, sample in (("actor", actor.net, obs_sample), ("critic", qf.members[0], critic_input),
+                                          ("critic2", qf.members[1], critic_input)):
                 metrics = plasticity_metrics(net, sample, args.dormant_threshold, initial_networks[net_name])
+                if f"{net_name}_grad_norm" in last:
+                    metrics["grad_norm"] = last[f"{net_name}_grad_norm"].item()
                 for key, value in metrics.items():
                     writer.add_scalar(f"plasticity/{net_name}_{key}", value, global_step)
-                if grad_norm is not None:
-                    writer.add_scalar(f"plasticity/{net_name}_grad_norm", grad_norm.item(), global_step)
             with torch.no_grad():  # of the pre-squash Gaussian, averaged over the sampled states
                 policy_entropy = (actor(obs_sample)[1] + 0.5 + LOG_SQRT_2PI).sum(-1).mean()
             writer.add_scalar("plasticity/policy_entropy", policy_entropy.item(), global_step)
@@ -857,7 +780,9 @@ def main():
                     writer.add_scalar(f"reset/{key}", value, global_step)
 
         if crossed(args.checkpoint_every) or finished or interrupt.requested:
-            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), checkpoint_state())
+            save(run_dir, args, envs, saved, global_step=global_step, updates=updates, next_obs=next_obs,
+                 log_alpha=log_alpha.detach().cpu(), recent_returns=list(recent_returns), sbp=sbp,
+                 replay_buffer=rb.state_dict() if args.save_buffer else None)
         if interrupt.requested:
             print(f"stopped at step {global_step:,}; continue with: python {os.path.basename(__file__)} "
                   f"--resume {run_dir}")
@@ -870,6 +795,7 @@ def main():
     envs.close()
     writer.close()
     if args.track:
+        import wandb
         wandb.finish()
 
 
@@ -882,57 +808,87 @@ def main():
 
 def validate_args(args: Args) -> None:
     """Check every argument before any env, network or directory is made; exit 2 with all problems."""
-    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
-    checks = [
-        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
+    errors = out_of_bounds(args, [
+        (">= 1", ("num_envs", "batch_size", "policy_frequency", "target_network_frequency", "hidden_dim",
+                  "hidden_layers", "reset_frequency", "distill_samples", "distill_max_epochs", "log_every")),
+        ("> 0", ("policy_lr", "q_lr", "distill_tau")),
+        (">= 0", ("learning_starts", "alpha", "redo_threshold")),
+        ("in [0, 1]", ("distill_alpha",)),
+        ("in (0, 1]", ("gamma", "tau", "reset_rate", "reset_range")),
+    ]) + [message for ok, message in [
         (args.total_timesteps >= args.num_envs, f"--total-timesteps {args.total_timesteps} must be at least "
                                                 f"one vector step (--num-envs {args.num_envs})"),
-        (args.num_envs >= 1, f"--num-envs {args.num_envs} must be >= 1"),
         (args.buffer_size >= 2 * args.num_envs, f"--buffer-size {args.buffer_size} must be >= 2 x --num-envs"),
         (args.buffer_size < 2 * args.num_envs or args.buffer_size >= args.learning_starts,
          f"--buffer-size {args.buffer_size} must be >= --learning-starts {args.learning_starts}, or learning never "
          "starts"),
-        (args.learning_starts >= 0, f"--learning-starts {args.learning_starts} must be >= 0"),
-        (args.batch_size >= 1, f"--batch-size {args.batch_size} must be >= 1"),
-        (0 < args.gamma <= 1, f"--gamma {args.gamma} must be in (0, 1]"),
-        (0 < args.tau <= 1, f"--tau {args.tau} must be in (0, 1]"),
-        (args.policy_lr > 0, f"--policy-lr {args.policy_lr} must be > 0"),
-        (args.q_lr > 0, f"--q-lr {args.q_lr} must be > 0"),
-        (args.policy_frequency >= 1, f"--policy-frequency {args.policy_frequency} must be >= 1"),
-        (args.target_network_frequency >= 1,
-         f"--target-network-frequency {args.target_network_frequency} must be >= 1"),
-        (args.alpha >= 0, f"--alpha {args.alpha} must be >= 0"),
         (args.log_std_min < args.log_std_max,
          f"--log-std-min {args.log_std_min} must be < --log-std-max {args.log_std_max}"),
-        (args.hidden_dim >= 1, f"--hidden-dim {args.hidden_dim} must be >= 1"),
-        (args.hidden_layers >= 1, f"--hidden-layers {args.hidden_layers} must be >= 1"),
-        (0 < args.reset_rate <= 1, f"--reset-rate {args.reset_rate} must be in (0, 1]"),
-        (0 < args.reset_range <= 1, f"--reset-range {args.reset_range} must be in (0, 1]"),
         (args.reset != "redo" or not (0 < args.reset_rate <= 1 and args.hidden_dim >= 1)
          or args.redo_threshold is not None or math.floor(args.reset_rate * args.hidden_dim + 1e-9) >= 1,
          f"--reset-rate {args.reset_rate} x --hidden-dim {args.hidden_dim} is below one neuron: no neuron would "
          f"ever be reset; raise --reset-rate to at least {1 / max(args.hidden_dim, 1):.4g} or use --redo-threshold"),
-        (args.redo_threshold is None or args.redo_threshold >= 0,
-         f"--redo-threshold {args.redo_threshold} must be >= 0"),
-        (args.reset_frequency >= 1, f"--reset-frequency {args.reset_frequency} must be >= 1"),
-        (0 <= args.distill_alpha <= 1, f"--distill-alpha {args.distill_alpha} must be in [0, 1]"),
-        (args.distill_samples >= 1, f"--distill-samples {args.distill_samples} must be >= 1"),
-        (args.distill_tau > 0, f"--distill-tau {args.distill_tau} must be > 0"),
-        (args.distill_max_epochs >= 1, f"--distill-max-epochs {args.distill_max_epochs} must be >= 1"),
-        (args.friction_period > 0, f"--friction-period {args.friction_period} must be a positive number of steps"),
-        (args.threads >= 0, f"--threads {args.threads} must be >= 0 (0 = automatic)"),
-        (args.checkpoint_every >= 1, f"--checkpoint-every {args.checkpoint_every} must be >= 1"),
-        (args.log_every >= 1, f"--log-every {args.log_every} must be >= 1"),
-        (args.metrics_every >= 1, f"--metrics-every {args.metrics_every} must be >= 1"),
-        (0 <= args.dormant_threshold <= 1, f"--dormant-threshold {args.dormant_threshold} must be in [0, 1]"),
-        (args.video_every >= 1, f"--video-every {args.video_every} must be >= 1"),
+    ] if not ok] + run_errors(args)
+    if errors:
+        sys.exit("error: " + "\nerror: ".join(errors))
+
+
+def start_run():
+    """The command line's arguments (with --resume, the run's own and those given that may change), checked
+    before anything is made; the seeds, torch's threads and determinism; the run directory with its TensorBoard
+    writer (and W&B with --track). Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
+    args = tyro.cli(Args)
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint:  # the run's saved arguments, except those given that may change on resume
+        args = resumed_args(args, checkpoint["args"])
+    validate_args(args)
+    run_dir = args.resume or os.path.join(
+        args.run_dir, f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:  # cuBLAS needs this for deterministic matmuls
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
+    os.makedirs(run_dir, exist_ok=True)
+    if args.track:  # before the SummaryWriter, so that W&B syncs its event files (as CleanRL)
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=os.path.basename(run_dir), save_code=True, mode=wandb_mode())
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in vars(args).items()))
+    return args, checkpoint, run_dir, torch.device("cuda" if args.cuda else "cpu"), writer
+
+
+RULES = {">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0,
+         "in [0, 1]": lambda v: 0 <= v <= 1, "in (0, 1]": lambda v: 0 < v <= 1}
+
+
+def out_of_bounds(args, bounds):
+    """A one-line message for each argument outside its bound: bounds are (rule of RULES, argument names)
+    pairs (None, an Optional argument left unset, passes; NaN fails every rule)."""
+    return [f"--{name.replace('_', '-')} {getattr(args, name)} must be {rule}" for rule, names in bounds
+            for name in names if getattr(args, name) is not None and not RULES[rule](getattr(args, name))]
+
+
+def run_errors(args):
+    """The problems of the arguments every training file has: seed, periods, run directory, device, video,
+    W&B and environment."""
+    run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
+    errors = out_of_bounds(args, [(">= 1", ("checkpoint_every", "metrics_every", "video_every")),
+                                  (">= 0", ("threads",)), ("> 0", ("friction_period",)),
+                                  ("in [0, 1]", ("dormant_threshold",))])
+    errors += [message for ok, message in [
+        (0 <= args.seed < 2**31, f"--seed {args.seed} must be in [0, 2**31)"),
         (directory_problem(run_dir) is None, f"{run_dir_flag} {run_dir}: {directory_problem(run_dir)}"),
-        (not args.cuda or torch.cuda.is_available(),
-         "--cuda was given but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
-         "install a CUDA build of torch or drop --cuda"),
+        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA GPU "
+         "(torch.cuda.is_available() is False); install a CUDA build of torch or drop --cuda"),
         (args.cuda or not args.cudagraphs, "--cudagraphs needs --cuda (CUDA graphs run on a CUDA GPU only)"),
-    ]
-    errors = [message for ok, message in checks if not ok]
+    ] if not ok]
     if args.capture_video:  # an OpenGL backend, chosen before MuJoCo or dm_control is imported (validate_env_id)
         try:
             choose_gl_backend("--capture-video")
@@ -947,8 +903,7 @@ def validate_args(args: Args) -> None:
         validate_env_id(args.env_id)
     except ValueError as e:
         errors.append(f"--env-id: {e}")
-    if errors:
-        sys.exit("error: " + "\nerror: ".join(errors))
+    return errors
 
 
 def directory_problem(path):
@@ -965,27 +920,23 @@ def directory_problem(path):
 
 
 def wandb_mode():
-    """W&B's mode for --track: the user's WANDB_MODE if set; else online when W&B has an API key (WANDB_API_KEY or
-    `wandb login`'s entry in ~/.netrc) and its server answers within 3 s; else offline, with a note: the run is
-    kept under ./wandb for `wandb sync`, and training never waits on a network that is not there."""
+    """W&B's mode for --track: WANDB_MODE if set; online when W&B has an API key (WANDB_API_KEY or `wandb login`'s
+    ~/.netrc entry) and its server answers within 3 s; else offline to ./wandb (`wandb sync` uploads it later),
+    so that training never waits on a network that is not there."""
     import netrc
     import socket
 
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    try:
+    try:  # the network is asked only when there is a key to use it with
         key = os.environ.get("WANDB_API_KEY") or netrc.netrc().authenticators("api.wandb.ai")
+        online = bool(key) and socket.create_connection(("api.wandb.ai", 443), timeout=3).close() is None
     except (OSError, netrc.NetrcParseError):
-        key = None
-    if key:  # the network is asked only when there is a key to use it with
-        try:
-            socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
-            return "online"
-        except OSError:
-            pass
-    print(f"--track: W&B {'server unreachable' if key else 'has no API key (wandb login)'}; logging offline to "
-          "./wandb (upload later with `wandb sync`; WANDB_MODE chooses)")
-    return "offline"
+        online = False
+    if not online:
+        print("--track: no W&B API key (wandb login) or no answer from its server; logging offline to ./wandb "
+              "(upload later with `wandb sync`; WANDB_MODE chooses)")
+    return "online" if online else "offline"
 
 
 def describe(error):
@@ -996,18 +947,22 @@ def describe(error):
 CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
 
 # Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
-# checkpoints, with or without its buffer, and logs; none changes the method): the value given replaces the
-# saved one, any other argument given must equal the run's. Names that Args lacks are ignored. --cuda is always
-# this command's, given or not: the device belongs to the machine.
+# checkpoints and logs; none changes the method): the value given replaces the saved one, any other argument
+# given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's, given or not:
+# the device belongs to the machine.
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "save_buffer", "log_every",
                      "metrics_every", "compile", "cudagraphs", "resume", "run_dir", "capture_video", "video_every",
                      "track", "wandb_project_name", "wandb_entity")
 
-# Arguments of this file added since checkpoints were first written, with the value that runs written before
-# them had: a checkpoint lacking one resumes with that value.
-ARGS_BEFORE_THEY_EXISTED = {
-    "reset_adam": True,
-}
+
+def save(run_dir, args, envs, objects, **progress):
+    """Write the run's checkpoint: the state_dict() of each of `objects` (networks, optimizers) by name, the
+    loop's `progress`, the envs' and the random generators' states."""
+    save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), {
+        "script": os.path.basename(__file__), "format": CHECKPOINT_FORMAT, "args": dataclasses.asdict(args),
+        **progress, **{name: obj.state_dict() for name, obj in objects.items()}, "env_state": get_env_state(envs),
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if args.cuda else None}})
 
 
 def save_checkpoint(path, state):
@@ -1029,11 +984,24 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
+def restore(checkpoint, objects, envs, cuda):
+    """Load what `save` wrote into `objects`, the envs and the random generators; the loop's progress is read
+    from the checkpoint by the caller."""
+    for name, obj in objects.items():
+        obj.load_state_dict(checkpoint[name])
+    set_env_state(envs, checkpoint["env_state"])
+    random.setstate(checkpoint["rng"]["python"])
+    np.random.set_state(checkpoint["rng"]["numpy"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if cuda and checkpoint["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+
 def load_checkpoint(run_dir, mmap=False):
     """The checkpoint of the run to resume: checkpoint.pt, or the one before it, checkpoint.prev.pt, when
-    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read,
-    or the checkpoint is another file's or of another format. mmap: memory-map its tensors (to read a run,
-    as reproduce.py does, without loading a replay buffer whole)."""
+    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read, or
+    the checkpoint is another file's, of another format or from a version of this file with other arguments.
+    mmap: memory-map its tensors (to read a run, as reproduce.py does, without loading a replay buffer whole)."""
     script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
     for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
         if not os.path.isfile(path):
@@ -1044,53 +1012,44 @@ def load_checkpoint(run_dir, mmap=False):
             problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
             continue
         header = checkpoint if isinstance(checkpoint, dict) else {}
-        if "format" not in header and isinstance(header.get("args"), dict):
-            # format 0, from before checkpoints named their file, has the same contents: it is this file's
-            # when its arguments are this file's (less ones added since, which may change on resume)
-            saved, fields = set(header["args"]), {f.name for f in dataclasses.fields(Args)}
-            if saved <= fields and fields - saved <= set(RESUME_MAY_CHANGE) | set(ARGS_BEFORE_THEY_EXISTED):
-                header = {"script": script, "format": CHECKPOINT_FORMAT}
         if "script" not in header or "format" not in header:
-            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file and its arguments are not "
-                     f"{script}'s; resume it with the file that wrote it, or start a new run")
+            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file (older versions wrote none); "
+                     "resume it with the version that wrote it, or start a new run")
         if header["script"] != script:
             sys.exit(f"error: {path} was written by {header['script']}, not {script}; "
                      f"resume it with: python {header['script']} --resume {run_dir}")
         if header["format"] != CHECKPOINT_FORMAT:
             sys.exit(f"error: {path} has checkpoint format {header['format']}, this {script} "
                      f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
+        fields = {f.name for f in dataclasses.fields(Args)}
+        if set(header["args"]) != fields:
+            other = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(fields ^ set(header["args"])))
+            sys.exit(f"error: {path} is from a version of {script} with other arguments ({other}); resume it with "
+                     "the version that wrote it, or start a new run")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
-        checkpoint["args"] = {**ARGS_BEFORE_THEY_EXISTED, **checkpoint["args"]}
         return checkpoint
     sys.exit(f"error: {problem}, and there is no readable checkpoint before it; start a new run" if problem
              else f"error: --resume {run_dir}: no checkpoint.pt in that directory")
 
 
-def resumed_args(args, saved, argv):
-    """The run's saved arguments, with those in RESUME_MAY_CHANGE that argv gives (--name value, --name=value,
-    --name, --no-name; kebab- or snake_case) and --cuda taken from `args`, the command line parsed. Exits
-    naming both values when argv gives another argument that differs from the run's."""
-    fields = {f.name for f in dataclasses.fields(Args)}
-    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
-    given = {n for n in names if n in fields} | {n[3:] for n in names if n.startswith("no_") and n[3:] in fields}
+def resumed_args(args, saved, argv=None):
+    """The run's saved arguments with the command line (argv; None: sys.argv) over them through tyro's default=,
+    --cuda this command's. Exits naming both values when it changes an argument outside RESUME_MAY_CHANGE."""
     run = Args(**saved)
-    differ = [f"--{n.replace('_', '-')} {getattr(args, n)} (the run has {getattr(run, n)})"
-              for n in sorted(given - set(RESUME_MAY_CHANGE)) if getattr(args, n) != getattr(run, n)]
+    given = tyro.cli(Args, default=run, args=argv)
+    differ = [f"--{f.name.replace('_', '-')} {getattr(given, f.name)} (the run has {getattr(run, f.name)})"
+              for f in dataclasses.fields(Args) if f.name not in RESUME_MAY_CHANGE
+              and getattr(given, f.name) != getattr(run, f.name)]
     if differ:
         may_change = ", ".join(f"--{n.replace('_', '-')}" for n in RESUME_MAY_CHANGE
-                               if n in fields and n not in ("resume", "run_dir"))
+                               if hasattr(run, n) and n not in ("resume", "run_dir"))
         sys.exit(f"error: --resume {args.resume}: cannot change {', '.join(differ)} on resume; only {may_change} "
                  "may change: leave the others out, or start a new run without --resume")
-    for name in given & set(RESUME_MAY_CHANGE) | {"cuda", "resume"}:
-        setattr(run, name, getattr(args, name))
-    return run
-
-
+    return dataclasses.replace(given, cuda=args.cuda)
 class GracefulInterrupt:
-    """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update,
-    checkpoint, exit. Second, a second or more later: stop at once (Slurm's time limit sends a
-    job's processes SIGTERM twice at the same moment: one request)."""
+    """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update, checkpoint, exit.
+    Again, a second or more later: stop at once (Slurm's time limit sends SIGTERM twice at once: one request)."""
 
     def __init__(self):
         self.requested = 0.0  # time.monotonic() of the first request; 0: none
@@ -1098,25 +1057,24 @@ class GracefulInterrupt:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if self.requested:
-            if time.monotonic() - self.requested > 1.0:
-                raise KeyboardInterrupt
-            return
-        self.requested = time.monotonic()
-        print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
-              "(send it again to stop at once)", flush=True)
+        if self.requested and time.monotonic() - self.requested > 1.0:
+            raise KeyboardInterrupt
+        if not self.requested:
+            self.requested = time.monotonic()
+            print(f"\n{signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
+                  "(send it again to stop at once)", flush=True)
 
 
 def fast_path(fn, args):
-    """The hot function fn (tensors in, one tensor out) as --compile and --cudagraphs ask.
+    """The hot function fn (tensors in; a tensor, or a tuple or dict of them, out) as --compile and --cudagraphs
+    ask; without either flag fn itself (the eager code is the reference), as for fn.keep_eager = True (one read
+    through forward hooks, as CBP's PPO step).
 
-    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own
-    input tensors; the first two run fn on them on a side stream (the warm-up CUDA graphs need, and
-    with --compile the compilation), the third records fn in a CUDA graph, and from then on every
-    call replays the graph and returns a copy of its output. A graph reads and writes parameters, Adam moments and buffers at the
-    addresses they had when it was recorded, so all of them are updated in place (resets too),
-    never reassigned. Without either flag fn is returned unchanged: the eager code is the reference; so is
-    a function marked fn.keep_eager = True (one read through forward hooks, as CBP's PPO step).
+    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own input tensors;
+    the first two run fn on them on a side stream (the warm-up CUDA graphs need, and the compilation), the third
+    records fn in a CUDA graph, and from then on every call replays it and returns a copy of its outputs. A graph
+    reads and writes parameters, Adam moments and buffers at the addresses they had when it was recorded, so all
+    of them are updated in place (resets too), never reassigned.
     """
     if getattr(fn, "keep_eager", False):
         return fn
@@ -1143,7 +1101,7 @@ def fast_path(fn, args):
             with torch.cuda.graph(graph):
                 static_output.append(fn(*static_inputs))
         graph.replay()
-        return static_output[0].clone()
+        return torch.utils._pytree.tree_map(torch.clone, static_output[0])
 
     return replay
 
@@ -1153,8 +1111,8 @@ ACTIVE_SLOPE = 0.01  # FAU: a neuron is active on an input where its activation'
 
 
 def effective_rank(features, delta=SRANK_DELTA):
-    """srank_delta of Kumar et al. 2021 on a (batch, neurons) feature matrix: the fewest of its
-    singular values, largest first, whose sum reaches (1 - delta) of the sum of all of them."""
+    """srank_delta (Kumar et al. 2021) of (batch, neurons) features: the fewest singular values, largest first,
+    whose sum reaches (1 - delta) of their total."""
     singular = torch.linalg.svdvals(features)
     if singular.sum() <= 0:
         return 0
@@ -1162,26 +1120,19 @@ def effective_rank(features, delta=SRANK_DELTA):
 
 
 def active_fraction(h, activation):
-    """FAU, the fraction of active units: the share of (input, neuron) pairs of a hidden layer's
-    output h where the activation passes gradient (slope > ACTIVE_SLOPE). ReLU: h > 0, the FAU
-    of Ma et al. 2023; tanh: 1 - h^2 > 0.01, i.e. not saturated (|h| < 0.995)."""
+    """FAU: the share of (input, neuron) pairs of a hidden layer's output h whose activation passes gradient
+    (slope > ACTIVE_SLOPE): ReLU h > 0 (Ma et al. 2023); tanh 1 - h^2 > 0.01, not saturated."""
     slope = (h > 0).float() if isinstance(activation, nn.ReLU) else 1 - h.square()
     return (slope > ACTIVE_SLOPE).float().mean().item()
 
 
 @torch.no_grad()
 def plasticity_metrics(net, obs, dormant_threshold, initial):
-    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch.
-
-    Per hidden layer and over the network: ReDo dormant ratio (share of neurons whose mean
-    |activation| divided by the layer's mean of that is <= dormant_threshold), activation
-    norm (mean L2 norm of the layer's activation vector), FAU (active_fraction) and effective
-    rank of the layer's features (effective_rank; over the network: the last hidden layer's,
-    the features the head reads); per Linear layer and overall: weight magnitude (mean |w|,
-    i.e. L1 norm per parameter) and the L2 distance of the weights from `initial` (a copy of
-    net at step 0; a reset neuron's new weights count as moved). The gradient norm is taken in
-    the update, before clipping.
-    """
+    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch, per hidden
+    layer and over the network: ReDo dormant ratio (the share of neurons whose mean |activation| over the
+    layer's mean of it is <= dormant_threshold), activation norm (mean L2 norm), FAU and effective rank (over
+    the network: the last hidden layer's, the features the head reads); per Linear layer and overall: weight
+    magnitude (mean |w|) and L2 distance from `initial`, a copy of net at step 0 (docs/metrics.md)."""
     out, h, dormant, neurons, act_norms, hidden, active = {}, obs, 0, 0, [], 0, 0.0
     for layer in net:
         h = layer(h)
@@ -1196,17 +1147,14 @@ def plasticity_metrics(net, obs, dormant_threshold, initial):
             active += out[f"fau/layer{hidden}"] * h.shape[1]
             dormant, neurons, hidden = dormant + layer_dormant, neurons + h.shape[1], hidden + 1
     linears = [m for m in net if isinstance(m, nn.Linear)]
-    initial_linears = [m for m in initial if isinstance(m, nn.Linear)]
-    for i, (m, m0) in enumerate(zip(linears, initial_linears)):
+    for i, (m, m0) in enumerate(zip(linears, [m for m in initial if isinstance(m, nn.Linear)])):
         out[f"weight_magnitude/layer{i}"] = m.weight.abs().mean().item()
         out[f"weight_distance/layer{i}"] = (m.weight - m0.weight).norm().item()
-    params = [p for p in net.parameters()]
-    out["dormant_ratio"] = dormant / neurons
-    out["fau"] = active / neurons
+    params = list(net.parameters())
+    out["dormant_ratio"], out["fau"] = dormant / neurons, active / neurons
     out["activation_norm"] = sum(act_norms) / len(act_norms)
     out["weight_magnitude"] = (sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)).item()
-    squares = sum((p - p0).square().sum() for p, p0 in zip(params, initial.parameters()))
-    out["weight_distance"] = squares.sqrt().item()
+    out["weight_distance"] = sum((p - p0).square().sum() for p, p0 in zip(params, initial.parameters())).sqrt().item()
     return out
 
 

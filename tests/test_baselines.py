@@ -340,8 +340,9 @@ def test_cbp_end_to_end_with_critic_and_distillation_resumes_exactly(tmp_path, t
         assert a["cbp"][name]["steps"] == b["cbp"][name]["steps"] == 4 * 8
 
 
-PLUMBING = ["validate_args", "directory_problem", "describe", "CHECKPOINT_FORMAT", "RESUME_MAY_CHANGE",
-            "ARGS_BEFORE_THEY_EXISTED", "save_checkpoint", "load_checkpoint", "resumed_args", "GracefulInterrupt",
+PLUMBING = ["validate_args", "RULES", "out_of_bounds", "run_errors", "directory_problem", "describe",
+            "CHECKPOINT_FORMAT", "RESUME_MAY_CHANGE", "save", "save_checkpoint", "restore", "load_checkpoint",
+            "resumed_args", "GracefulInterrupt",
             "fast_path", "SRANK_DELTA", "ACTIVE_SLOPE", "effective_rank", "active_fraction", "plasticity_metrics"]
 
 

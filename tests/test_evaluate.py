@@ -71,15 +71,15 @@ def test_evaluation_of_every_file_is_deterministic_on_fresh_seeds_and_agrees_wit
         assert all(r == l - 1 for r, l in zip(returns, lengths) if l < 1000)
     evaluate_main(monkeypatch, run, "--episodes", 3, "--seed", 50, "--csv", run / "again.csv")
     assert [r["return"] for r in read_rows(run / "again.csv")] == [str(r) for r in returns]  # the mean action
-    # a checkpoint from before checkpoints named their file (format 0) is still evaluated by its own file
+    # a checkpoint that names no file (older versions wrote none) is refused in one line
     old = run.parent / "format0"
     shutil.copytree(run, old)
     state = torch.load(old / "checkpoint.pt", weights_only=False)
     del state["script"], state["format"]
     torch.save(state, old / "checkpoint.pt")
-    evaluate_main(monkeypatch, old, "--episodes", 3, "--seed", 50)
-    old_rows = read_rows(old / "evaluation.csv")
-    assert [(r["script"], r["return"]) for r in old_rows] == [(script, r["return"]) for r in rows]
+    with pytest.raises(SystemExit) as error:
+        evaluate_main(monkeypatch, old, "--episodes", 3, "--seed", 50)
+    assert "names no file" in str(error.value.code) and "\n" not in str(error.value.code)
 
 
 def test_evaluation_normalises_observations_with_the_runs_statistics_frozen():

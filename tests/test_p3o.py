@@ -193,7 +193,7 @@ def test_distillation_loss_reduction_learning_rate_and_reset_diagnostics():
             linears[i + 1].weight[:, rows] = 0
         start_mean, start_logstd = copy.deepcopy(agent.actor_mean)(obs), agent.actor_logstd.detach().clone()
     epochs, loss_start, loss_end = distiller(frozen)
-    diagnostics = distiller.diagnostics()
+    diagnostics = p3o.distillation_diagnostics(distiller)
     with torch.no_grad():
         assert not torch.equal(agent.actor_mean(obs), start_mean)  # distillation moved the actor
         zero_outgoing = distiller.loss_on(slice(None), silenced(obs), start_logstd).item()

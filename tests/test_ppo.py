@@ -126,8 +126,9 @@ def test_log_prob_matches_torch_normal():
     torch.testing.assert_close(logprob, dist.log_prob(actions).sum(-1))
     torch.testing.assert_close(entropy, dist.entropy().sum(-1))
     torch.manual_seed(0)
-    out = agent.act(obs)
-    torch.testing.assert_close(out[:, 3], dist.log_prob(out[:, :3]).sum(-1))
+    action, logprob, value = agent.act(obs)
+    torch.testing.assert_close(logprob, dist.log_prob(action).sum(-1))
+    torch.testing.assert_close(value, agent.get_value(obs))
 
 
 @pytest.mark.parametrize("bad_args, message", [

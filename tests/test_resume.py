@@ -90,25 +90,18 @@ def test_a_checkpoint_that_cannot_be_resumed_exits_with_one_line(tmp_path, monke
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_checkpoint_from_before_format_1_is_resumed_by_its_own_file_only(tmp_path, monkeypatch, script):
+def test_a_checkpoint_from_a_version_with_other_arguments_is_refused_in_one_line(tmp_path, monkeypatch, script):
+    """Older versions' checkpoints (one lacking an argument added since, or holding one since removed) are
+    refused naming the argument, never resumed with a guessed value."""
     run = hand_made_run(tmp_path, script)
-    # format 0 had the same contents without the file's name and format, and lacks arguments added since
-    edit_checkpoint(run / "checkpoint.pt", drop_args=["metrics_every"], format=None, script=None)
-    assert module(script).load_checkpoint(str(run))["agent"]["weight"].shape == (64, 64)
-    edit_checkpoint(run / "checkpoint.pt", drop_args=["gamma"])  # not an argument that may change: another file's
-    assert f"is not a checkpoint of {script}" in resume_error(monkeypatch, script, run)
-
-
-@pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "ppo_continuous.py"])
-def test_a_run_from_before_reset_adam_resumes_with_the_moments_zeroed_as_it_ran(tmp_path, script):
-    """Runs written before --reset-adam existed zeroed the reset rows' Adam moments (CBP's runs always
-    saved the argument); any checkpoint lacking it resumes that way, not with today's default."""
-    run = hand_made_run(tmp_path, script)
-    assert module(script).Args().reset_adam is False
-    edit_checkpoint(run / "checkpoint.pt", drop_args=["reset_adam"])
-    assert module(script).load_checkpoint(str(run))["args"]["reset_adam"] is True
-    edit_checkpoint(run / "checkpoint.pt", args=dataclasses.asdict(module(script).Args(reset_adam=False)))
-    assert module(script).load_checkpoint(str(run))["args"]["reset_adam"] is False  # a saved value is kept
+    assert module(script).load_checkpoint(str(run))["agent"]["weight"].shape == (64, 64)  # this version's: read
+    edit_checkpoint(run / "checkpoint.pt", drop_args=["gamma"])
+    message = resume_error(monkeypatch, script, run)
+    assert f"is from a version of {script} with other arguments (--gamma)" in message, message
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    state["args"] = {**dataclasses.asdict(module(script).Args()), "old_flag": 1}
+    torch.save(state, run / "checkpoint.pt")
+    assert "(--old-flag)" in resume_error(monkeypatch, script, run)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -40,3 +40,9 @@ def test_gpu_call_scripts_parse():
     for script in sorted((STUDIES / "gpu").glob("*.sh")):
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, (script.name, proc.stderr)
+
+
+def test_bit_identity_finds_a_tree_identical_to_itself(tmp_path):
+    out = study(STUDIES / "bit_identity.py", ROOT, ROOT, "--out", tmp_path / "runs", "--files", "ppo_continuous.py",
+                timeout=600)
+    assert "ppo_continuous.py straight: identical (" in out and "ppo_continuous.py resumed: identical (" in out, out

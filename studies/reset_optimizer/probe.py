@@ -132,7 +132,7 @@ def main():
                 log["in_update"], log["stats"] = True, []
                 log["before"] = [torch.cat([m.weight, m.bias[:, None]], 1).detach().clone() for m in log["layers"]]
             out = step(mb)
-            log["stats"].append(out[3:5])
+            log["stats"].append(torch.stack([out["approx_kl"], out["clipfrac"]]))
             return out
         return wrapped
 
