@@ -46,3 +46,8 @@ def test_bit_identity_finds_a_tree_identical_to_itself(tmp_path):
     out = study(STUDIES / "bit_identity.py", ROOT, ROOT, "--out", tmp_path / "runs", "--files", "ppo_continuous.py",
                 timeout=600)
     assert "ppo_continuous.py straight: identical (" in out and "ppo_continuous.py resumed: identical (" in out, out
+
+
+def test_compile_ratio_times_the_update_and_the_policy_step():
+    out = study(STUDIES / "compile_ratio.py", ROOT, "eager", "--updates", 1, "--calls", 10)
+    assert f"{ROOT} eager: PPO update " in out and " us" in out, out
