@@ -3,7 +3,7 @@ repository trees and compares every TensorBoard scalar (bar wall-clock ones) and
 checkpoint (bar the run's arguments, which hold its directory), bit for bit.
 
     git worktree add ../before <commit>
-    python studies/bit_identity.py ../before . --out /tmp/bit_identity
+    python studies/bit_identity.py ../before . --out ../bit_identity_runs
 
 Two runs per file: straight through, and stopped halfway and continued with --resume (exact resume).
 Exits 1 naming the first difference of each file that has one.
