@@ -1775,14 +1775,15 @@ def gradcorr(runs, states, out_dir, stem, source):
 # ---------------------------------------------------------------------------------------------
 
 
-def aggregate(experiment, runs, states, opts):
-    """Write results/<experiment>/<experiment>_<budget>.md, runs_<budget>.csv and the figures."""
+def aggregate(experiment, runs, states, opts, earlier):
+    """Write results/<experiment>/<experiment>_<budget>.md, runs_<budget>.csv and the figures. earlier: the
+    --reuse CSVs' finished runs (earlier_runs), read once before anything ran or was written."""
     label = budget_label(opts.budget, opts.total_timesteps)
     out_dir = Path(opts.results_dir) / experiment.name
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = {}  # each run's scalars, read once for the CSV, the tables and the figures
     rows = reuse([summarize(r, states[r.directory], experiment.name, label, cache, opts.eval_episodes) for r in runs],
-                 earlier_runs(opts.reuse))
+                 earlier)
     write_csv(out_dir / f"runs_{label}.csv", rows)
     started = [r for r in runs if states[r.directory].status in ("done", "partial")]
     tags = ("charts/episodic_return",) + tuple(dict.fromkeys(experiment.metrics + DISTILL_METRICS))
@@ -2063,7 +2064,7 @@ def main(argv=None):
             states[d] = run_state(unique[d])
 
     for name in names:
-        aggregate(EXPERIMENTS[name], plans[name], states, opts)
+        aggregate(EXPERIMENTS[name], plans[name], states, opts, earlier)
     if failed:
         listed = ", ".join(r.name for r in failed)
         print(f"{len(failed)} runs failed: {listed}; see the FAILED lines above and their stdout.log. Run the command "

@@ -20,10 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import TINY, only_run, read_scalars  # noqa: E402
+from test_sac import TINY_SAC  # noqa: E402
 
-TINY_SAC = ["--env-id", "Pendulum-v1", "--hidden-dim", "32", "--batch-size", "64", "--learning-starts", "300",
-            "--threads", "1", "--log-every", "100", "--metrics-every", "300", "--distill-samples", "512",
-            "--reset-rate", "0.1", "--reset-frequency", "400", "--checkpoint-every", "200"]
 PPO = [*TINY, "--checkpoint-every", "1"]
 # each file's frozen run: (arguments, total steps); a reset every update where the method has one
 FROZEN = {
@@ -32,7 +30,7 @@ FROZEN = {
     "ppo_cycle.py": ([*PPO, "--reset-frequency", "512", "--reset-rate", "0.25"], 2048),
     "ppo_redo.py": ([*PPO, "--reset-frequency", "512", "--reset-rate", "0.1"], 2048),
     "ppo_cbp.py": ([*PPO, "--maturity-threshold", "5", "--replacement-rate", "0.05", "--cbp-critic"], 2048),
-    "sac_sbp.py": (TINY_SAC, 1200),
+    "sac_sbp.py": ([*TINY_SAC, "--reset-frequency", "400", "--checkpoint-every", "200"], 1200),
 }
 CLOCK_TAGS = ("charts/SPS", "seconds")  # scalars and checkpoint entries that measure wall-clock time
 
