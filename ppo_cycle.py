@@ -7,7 +7,7 @@ of the actor (walking a pointer round the layer, so one cycle of ceil(1/rate) re
 every neuron exactly once), leaving their Adam moments as they are (--reset-adam zeroes them,
 see p3o_continuous.py); then carry on training. The cycle
 reset code is p3o_continuous.py's, copied. --inner-distill adds P3O's inner distillation
-after each reset (the paper's INDS ablation, Fig. 22), which makes this file P3O again.
+after each reset (INDS ablation, Fig. 22), which makes this file P3O again.
 The critic is never reset (the paper resets the policy only).
 
     python ppo_cycle.py --env-id Hopper-v5 --seed 1
@@ -41,121 +41,69 @@ from envs import choose_gl_backend, get_env_state, log_video, make_env, set_env_
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment, part of the run name"""
-    seed: int = 1
-    """seed of the experiment (torch, numpy, python and the envs)"""
-    torch_deterministic: bool = True
-    """use deterministic torch algorithms, so one seed gives one result"""
-    cuda: bool = False
-    """run the networks on a CUDA GPU; an error if none is present"""
-    compile: bool = False
-    """torch.compile the hot paths: the rollout's policy step, the PPO minibatch step (and a
-    distillation minibatch step where the file has one); see docs/performance.md"""
-    cudagraphs: bool = False
-    """replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path"""
-    threads: int = 0
-    """torch CPU threads; 0 means min(4, number of cores)"""
-    run_dir: str = "runs"
-    """folder under which each run writes runs/<run name>/ (TensorBoard events, checkpoint)"""
-    resume: Optional[str] = None
-    """a run directory to continue from its last checkpoint, with its saved arguments; only arguments that do not
-    change the method may be given with it (docs/checkpoints.md)"""
-    checkpoint_every: int = 25
-    """write a checkpoint every this many updates (and at the end, on Ctrl-C and on SIGTERM)"""
-    metrics_every: int = 10
-    """log plasticity metrics every this many updates"""
-    dormant_threshold: float = 0.1
-    """a neuron is dormant when its ReDo score (mean |activation| / layer mean) is <= this"""
-    capture_video: bool = False
-    """record env 0's episodes as MP4s in <run>/videos/, also logged to TensorBoard (videos/env0): the first
-    episode that starts after every --video-every environment steps; needs OpenGL (docs/watch.md)"""
-    video_every: int = 100_000
-    """with --capture-video: environment steps (over all envs) from one recorded episode to the next"""
-    track: bool = False
-    """also log the run to Weights & Biases (wandb.init with sync_tensorboard: the TensorBoard keys); without an API
-    key or a route to W&B it logs offline to ./wandb (upload later with `wandb sync`); WANDB_MODE overrides"""
-    wandb_project_name: str = "sustainable-plasticity"
-    """the Weights & Biases project of --track"""
-    wandb_entity: Optional[str] = None
-    """the Weights & Biases team or user of --track (default: your default entity)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment, part of the run name
+    seed: int = 1  # seed of the experiment (torch, numpy, python and the envs)
+    torch_deterministic: bool = True  # use deterministic torch algorithms, so one seed gives one result
+    cuda: bool = False  # run the networks on a CUDA GPU; an error if none is present
+    compile: bool = False  # torch.compile the hot paths (policy, update and distillation steps; docs/performance.md)
+    cudagraphs: bool = False  # replay the hot paths as CUDA graphs (needs --cuda): with --compile, the fast GPU path
+    threads: int = 0  # torch CPU threads; 0 means min(4, number of cores)
+    run_dir: str = "runs"  # folder under which each run writes runs/<run name>/ (TensorBoard events, checkpoint)
+    resume: Optional[str] = None  # a run directory to continue from its checkpoint and arguments (docs/checkpoints.md)
+    checkpoint_every: int = 25  # write a checkpoint every this many updates (and at the end, on Ctrl-C and SIGTERM)
+    metrics_every: int = 10  # log plasticity metrics every this many updates
+    dormant_threshold: float = 0.1  # a neuron is dormant when its ReDo score (mean |activation| / layer mean) <= this
+    capture_video: bool = False  # record env 0's episodes to <run>/videos and TensorBoard; needs OpenGL (docs/watch.md)
+    video_every: int = 100_000  # with --capture-video: record the first episode after every this many env steps
+    track: bool = False  # also log to Weights & Biases; offline to ./wandb without a key or network (docs/watch.md)
+    wandb_project_name: str = "sustainable-plasticity"  # the Weights & Biases project of --track
+    wandb_entity: Optional[str] = None  # the Weights & Biases team or user of --track (default: your default entity)
 
     # Environment
-    env_id: str = "Hopper-v5"
-    """the environment id: a gymnasium MuJoCo id (Hopper-v5, ...), 'dm_control/<domain>-<task>'
-    or 'cyclefriction/<id>' (Cycle Friction)"""
-    num_envs: int = 8
-    """number of parallel environments; the rollout is num_envs * num_steps"""
-    async_envs: bool = False
-    """step the environments in worker processes (worth it with many cores)"""
-    friction_period: int = 1_000_000
-    """Cycle Friction only: env steps between friction changes (4, 3, 2, 1, 2, 3, 4, ...)"""
+    env_id: str = "Hopper-v5"  # MuJoCo id (Hopper-v5), 'dm_control/<domain>-<task>' or 'cyclefriction/<MuJoCo id>'
+    num_envs: int = 8  # number of parallel environments; the rollout is num_envs * num_steps
+    async_envs: bool = False  # step the environments in worker processes (worth it with many cores)
+    friction_period: int = 1_000_000  # Cycle Friction only: env steps between friction changes (4, 3, 2, 1, 2, 3, ...)
 
     # PPO (defaults: the paper's Table 3)
-    total_timesteps: int = 12_500_000
-    """total environment steps of the run (over all envs)"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of actor and critic"""
-    anneal_lr: bool = False
-    """anneal the learning rate linearly to 0 (the paper keeps it constant)"""
-    num_steps: int = 1024
-    """steps per environment per rollout; 8 envs x 1024 = the paper's online buffer of 8192"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """lambda of generalised advantage estimation"""
-    minibatch_size: int = 256
-    """minibatch size of the PPO update"""
-    update_epochs: int = 10
-    """epochs over the rollout per update"""
-    norm_adv: bool = True
-    """normalise advantages per minibatch"""
-    clip_coef: float = 0.2
-    """PPO surrogate clipping coefficient"""
-    clip_vloss: bool = True
-    """clip the value loss as CleanRL does"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """gradient-norm clipping"""
-    target_kl: Optional[float] = None
-    """stop the epochs of an update early when approx KL exceeds this (off by default)"""
+    total_timesteps: int = 12_500_000  # total environment steps of the run (over all envs)
+    learning_rate: float = 3e-4  # Adam learning rate of actor and critic
+    anneal_lr: bool = False  # anneal the learning rate linearly to 0 (the paper keeps it constant)
+    num_steps: int = 1024  # steps per environment per rollout; 8 envs x 1024 = the paper's online buffer of 8192
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # lambda of generalised advantage estimation
+    minibatch_size: int = 256  # minibatch size of the PPO update
+    update_epochs: int = 10  # epochs over the rollout per update
+    norm_adv: bool = True  # normalise advantages per minibatch
+    clip_coef: float = 0.2  # PPO surrogate clipping coefficient
+    clip_vloss: bool = True  # clip the value loss as CleanRL does
+    ent_coef: float = 0.0  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value loss coefficient
+    max_grad_norm: float = 0.5  # gradient-norm clipping
+    target_kl: Optional[float] = None  # stop the epochs of an update early when approx KL exceeds this (off by default)
 
     # Networks (the paper's Table 3)
-    hidden_dim: int = 256
-    """width of every hidden layer of actor and critic"""
-    hidden_layers: int = 3
-    """number of hidden layers of actor and critic"""
-    activation: Literal["tanh", "relu"] = "tanh"
-    """hidden activation of actor and critic"""
+    hidden_dim: int = 256  # width of every hidden layer of actor and critic
+    hidden_layers: int = 3  # number of hidden layers of actor and critic
+    activation: Literal["tanh", "relu"] = "tanh"  # hidden activation of actor and critic
 
     # Cycle reset (the paper's Table 3, SBP row)
-    reset_rate: float = 0.01
-    """share gamma of each hidden layer's neurons reset per reset; a cycle is ceil(1/gamma) resets"""
-    reset_frequency: int = 50_000
-    """environment steps (over all envs) between resets, checked after each update"""
-    reset_range: float = 1.0
-    """share of each hidden layer the cycle walks (1.0 = whole layer; the paper's ablation: 0.2/0.5/0.8)"""
+    reset_rate: float = 0.01  # share gamma of each hidden layer's neurons per reset; a cycle is ceil(1/gamma) resets
+    reset_frequency: int = 50_000  # environment steps (over all envs) between resets, checked after each update
+    reset_range: float = 1.0  # share of each hidden layer the cycle walks (1.0: whole layer; ablation: 0.2/0.5/0.8)
     reset_adam: bool = False
     """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
     optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
     2-4x as far as the others (docs/design.md, P3O's choices); off by default: moments left as they are"""
-    inner_distill: bool = False
-    """after each reset, distil from a copy of the pre-reset actor (the paper's INDS ablation, Fig. 22)"""
-    distill_alpha: float = 0.4
-    """alpha of the double KL: alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)"""
-    distill_tau: float = 0.01
-    """distil until the mean double KL over the rollout is <= tau"""
-    distill_max_epochs: int = 200
-    """safety cap on distillation epochs per reset; a warning is logged when it is hit"""
+    inner_distill: bool = False  # after each reset, distil from a copy of the pre-reset actor (INDS ablation, Fig. 22)
+    distill_alpha: float = 0.4  # alpha of alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)
+    distill_tau: float = 0.01  # distil until the mean double KL over the rollout is <= tau
+    distill_max_epochs: int = 200  # safety cap on distillation epochs per reset; a warning is logged when it is hit
     distill_kl_reduction: Literal["mean", "sum"] = "mean"
-    """how the alpha-DKL of one state is reduced over action dimensions before tau applies: 'mean'
-    (torch's kl_divergence(Normal, Normal).mean() idiom; the default, see results/README.md "Distillation
-    cost") or 'sum' (the KL of the joint Gaussian; this project's choice before)"""
-    distill_lr: Optional[float] = None
-    """Adam learning rate of the distillation; None = --learning-rate"""
+    """how the alpha-DKL of one state is reduced over action dimensions before tau applies: 'mean' (torch's
+    kl_divergence(Normal, Normal).mean() idiom; the default, see results/README.md "Distillation cost") or 'sum' (the
+    KL of the joint Gaussian; this project's choice before)"""
+    distill_lr: Optional[float] = None  # Adam learning rate of the distillation; None = --learning-rate
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -420,8 +368,7 @@ def main():
                               async_envs=args.async_envs, friction_period=args.friction_period,
                               start_step=start_step, video_every=args.video_every,
                               video_dir=os.path.join(run_dir, "videos") if args.capture_video else None)
-    obs_dim = envs.single_observation_space.shape[0]
-    act_dim = envs.single_action_space.shape[0]
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args).to(device)
     networks = {"actor": agent.actor_mean, "critic": agent.critic}  # whose plasticity metrics are logged
     initial_networks = copy.deepcopy(networks)  # step 0's weights; on --resume too (same seed, same init)
@@ -605,11 +552,9 @@ def distillation_diagnostics(distiller):
                                       / max(distiller.loss_on(slice(None)).item(), 1e-12))}
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Run plumbing, not part of the method and the same in every training file (validate_args apart from the
-# file's own arguments): argument validation, checkpoint and resume, graceful interrupt, the fast-path
-# wrapper (--compile, --cudagraphs), plasticity metrics.
-# ------------------------------------------------------------------------------------------------------------
+# ---- Run plumbing, not the method; the same in every training file (validate_args apart from its own arguments):
+# ---- validation, checkpoint and resume, interrupt, the fast path (--compile, --cudagraphs), plasticity metrics
+
 
 
 def validate_args(args: Args) -> None:
@@ -638,13 +583,12 @@ def validate_args(args: Args) -> None:
 
 
 def start_run():
-    """The command line's arguments (with --resume, the run's own and those given that may change), checked
-    before anything is made; the seeds, torch's threads and determinism; the run directory with its TensorBoard
-    writer (and W&B with --track). Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
+    """The arguments (with --resume, the run's own and those given that may change), checked before anything is
+    made; seeds, threads, determinism; the run directory, its TensorBoard writer (and W&B with --track).
+    Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
     args = tyro.cli(Args)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
-    if checkpoint:  # the run's saved arguments, except those given that may change on resume
-        args = resumed_args(args, checkpoint["args"])
+    args = resumed_args(args, checkpoint["args"]) if checkpoint else args
     validate_args(args)
     run_dir = args.resume or os.path.join(
         args.run_dir, f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")
@@ -673,15 +617,14 @@ RULES = {">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0, ">= 0": lambda v: v >
 
 
 def out_of_bounds(args, bounds):
-    """A one-line message for each argument outside its bound: bounds are (rule of RULES, argument names)
-    pairs (None, an Optional argument left unset, passes; NaN fails every rule)."""
+    """A one-line message per argument outside its bound; bounds: [(a rule of RULES, argument names)]. None (an
+    unset Optional) passes, NaN fails every rule."""
     return [f"--{name.replace('_', '-')} {getattr(args, name)} must be {rule}" for rule, names in bounds
             for name in names if getattr(args, name) is not None and not RULES[rule](getattr(args, name))]
 
 
 def run_errors(args):
-    """The problems of the arguments every training file has: seed, periods, run directory, device, video,
-    W&B and environment."""
+    """The problems of the arguments every training file has: seed, periods, run directory, device, video, W&B, env."""
     run_dir_flag, run_dir = ("--resume", args.resume) if args.resume else ("--run-dir", args.run_dir)
     errors = out_of_bounds(args, [(">= 1", ("checkpoint_every", "metrics_every", "video_every")),
                                   (">= 0", ("threads",)), ("> 0", ("friction_period",)),
@@ -711,36 +654,32 @@ def run_errors(args):
 
 
 def directory_problem(path):
-    """Why a run cannot write in the directory `path` (made when missing): a file in the way, no permission;
-    None when it can."""
+    """Why a run cannot write in the directory `path` (made when missing); None when it can."""
     existing = os.path.abspath(path)
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f"{existing} is a file, not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is " + ("not writable" if os.path.isdir(existing) else "a file, not a directory")
     return None
 
 
 def wandb_mode():
-    """W&B's mode for --track: WANDB_MODE if set; online when W&B has an API key (WANDB_API_KEY or `wandb login`'s
-    ~/.netrc entry) and its server answers within 3 s; else offline to ./wandb (`wandb sync` uploads it later),
-    so that training never waits on a network that is not there."""
+    """W&B's mode for --track: WANDB_MODE if set; else online when W&B has an API key (WANDB_API_KEY or `wandb
+    login`'s ~/.netrc) and its server answers within 3 s, else offline to ./wandb: never waits on a network."""
     import netrc
     import socket
 
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     try:  # the network is asked only when there is a key to use it with
-        key = os.environ.get("WANDB_API_KEY") or netrc.netrc().authenticators("api.wandb.ai")
-        online = bool(key) and socket.create_connection(("api.wandb.ai", 443), timeout=3).close() is None
+        if os.environ.get("WANDB_API_KEY") or netrc.netrc().authenticators("api.wandb.ai"):
+            socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
+            return "online"
     except (OSError, netrc.NetrcParseError):
-        online = False
-    if not online:
-        print("--track: no W&B API key (wandb login) or no answer from its server; logging offline to ./wandb "
-              "(upload later with `wandb sync`; WANDB_MODE chooses)")
-    return "online" if online else "offline"
+        pass
+    print("--track: no W&B API key (wandb login) or no answer from its server; logging offline to ./wandb "
+          "(upload later with `wandb sync`; WANDB_MODE chooses)")
+    return "offline"
 
 
 def describe(error):
@@ -749,19 +688,15 @@ def describe(error):
 
 
 CHECKPOINT_FORMAT = 1  # the checkpoint's layout; bump it when that changes, so an older run is refused in one line
-
-# Arguments that may differ from the run's on --resume (how long it runs, on what and how fast, how often it
-# checkpoints and logs; none changes the method): the value given replaces the saved one, any other argument
-# given must equal the run's. Names that Args lacks are ignored. --cuda is always this command's, given or not:
-# the device belongs to the machine.
+# Arguments that may differ from the run's on --resume (none changes the method): the value given replaces the saved
+# one; any other given must equal the run's. --cuda is always this command's: the device belongs to the machine.
 RESUME_MAY_CHANGE = ("total_timesteps", "cuda", "threads", "async_envs", "checkpoint_every", "save_buffer", "log_every",
                      "metrics_every", "compile", "cudagraphs", "resume", "run_dir", "capture_video", "video_every",
                      "track", "wandb_project_name", "wandb_entity")
 
 
 def save(run_dir, args, envs, objects, **progress):
-    """Write the run's checkpoint: the state_dict() of each of `objects` (networks, optimizers) by name, the
-    loop's `progress`, the envs' and the random generators' states."""
+    """Write the run's checkpoint: the state_dict() of `objects` by name, the loop's `progress`, env and RNG states."""
     save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), {
         "script": os.path.basename(__file__), "format": CHECKPOINT_FORMAT, "args": dataclasses.asdict(args),
         **progress, **{name: obj.state_dict() for name, obj in objects.items()}, "env_state": get_env_state(envs),
@@ -772,7 +707,7 @@ def save(run_dir, args, envs, objects, **progress):
 def save_checkpoint(path, state):
     """Write path + ".tmp", check that it reads back, keep the checkpoint before it as checkpoint.prev.pt,
     then rename: a crash, a kill or a full disk at any point leaves a readable checkpoint to resume."""
-    tmp, previous = path + ".tmp", path[: -len(".pt")] + ".prev.pt"
+    tmp = path + ".tmp"
     try:
         torch.save(state, tmp)
         with open(tmp, "rb") as f:
@@ -784,13 +719,12 @@ def save_checkpoint(path, state):
         sys.exit(f"error: could not write the checkpoint {tmp} ({describe(e)}); "
                  f"the last one, {path}, is intact: free space and continue with --resume {os.path.dirname(path)}")
     if os.path.exists(path):
-        os.replace(path, previous)
+        os.replace(path, path[: -len(".pt")] + ".prev.pt")
     os.replace(tmp, path)
 
 
 def restore(checkpoint, objects, envs, cuda):
-    """Load what `save` wrote into `objects`, the envs and the random generators; the loop's progress is read
-    from the checkpoint by the caller."""
+    """Load what `save` wrote into `objects`, the envs and the random generators (the caller reads the progress)."""
     for name, obj in objects.items():
         obj.load_state_dict(checkpoint[name])
     set_env_state(envs, checkpoint["env_state"])
@@ -802,34 +736,32 @@ def restore(checkpoint, objects, envs, cuda):
 
 
 def load_checkpoint(run_dir, mmap=False):
-    """The checkpoint of the run to resume: checkpoint.pt, or the one before it, checkpoint.prev.pt, when
-    checkpoint.pt is missing or unreadable (with a warning). Exits with one line when neither can be read, or
-    the checkpoint is another file's, of another format or from a version of this file with other arguments.
+    """The checkpoint of the run to resume: checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing
+    or unreadable. Exits in one line when neither reads, or it is another file's, format's or version's.
     mmap: memory-map its tensors (to read a run, as reproduce.py does, without loading a replay buffer whole)."""
     script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
     for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
-        if not os.path.isfile(path):
-            continue
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+        except FileNotFoundError:
+            continue
         except Exception as e:  # truncated (a full disk, a copy cut short), not a torch file: try the one before
             problem = problem or f"{path} is unreadable, truncated or not a checkpoint ({describe(e)})"
             continue
         header = checkpoint if isinstance(checkpoint, dict) else {}
-        if "script" not in header or "format" not in header:
-            sys.exit(f"error: {path} is not a checkpoint of {script}: it names no file (older versions wrote none); "
-                     "resume it with the version that wrote it, or start a new run")
-        if header["script"] != script:
-            sys.exit(f"error: {path} was written by {header['script']}, not {script}; "
-                     f"resume it with: python {header['script']} --resume {run_dir}")
-        if header["format"] != CHECKPOINT_FORMAT:
-            sys.exit(f"error: {path} has checkpoint format {header['format']}, this {script} "
-                     f"reads format {CHECKPOINT_FORMAT}; resume it with the version of {script} that wrote it")
-        fields = {f.name for f in dataclasses.fields(Args)}
-        if set(header["args"]) != fields:
-            other = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(fields ^ set(header["args"])))
-            sys.exit(f"error: {path} is from a version of {script} with other arguments ({other}); resume it with "
-                     "the version that wrote it, or start a new run")
+        other = sorted({f.name for f in dataclasses.fields(Args)} ^ set(header.get("args", ())))
+        refusal = next((why for wrong, why in [
+            ("script" not in header or "format" not in header, f"is not a checkpoint of {script}: it names no file"),
+            (header.get("script") != script, f"was written by {header.get('script')}, not {script}"),
+            (header.get("format") != CHECKPOINT_FORMAT,
+             f"has checkpoint format {header.get('format')}, this {script} reads format {CHECKPOINT_FORMAT}"),
+            (other, f"is from a version of {script} with other arguments "
+                    f"({', '.join('--' + n.replace('_', '-') for n in other)})"),
+        ] if wrong), None)
+        if refusal:
+            how = (f"python {header['script']} --resume {run_dir}" if header.get("script", script) != script
+                   else "the version that wrote it, or start a new run")
+            sys.exit(f"error: {path} {refusal}; resume it with {how}")
         if path != latest:
             print(f"warning: {problem or f'{latest} is missing'}; resuming from the checkpoint before it, {path}")
         return checkpoint
@@ -851,6 +783,8 @@ def resumed_args(args, saved, argv=None):
         sys.exit(f"error: --resume {args.resume}: cannot change {', '.join(differ)} on resume; only {may_change} "
                  "may change: leave the others out, or start a new run without --resume")
     return dataclasses.replace(given, cuda=args.cuda)
+
+
 class GracefulInterrupt:
     """First Ctrl-C or SIGTERM (`kill`, a scheduler's time limit): finish the current update, checkpoint, exit.
     Again, a second or more later: stop at once (Slurm's time limit sends SIGTERM twice at once: one request)."""
@@ -870,16 +804,11 @@ class GracefulInterrupt:
 
 
 def fast_path(fn, args):
-    """The hot function fn (tensors in; a tensor, or a tuple or dict of them, out) as --compile and --cudagraphs
-    ask; without either flag fn itself (the eager code is the reference), as for fn.keep_eager = True (one read
-    through forward hooks, as CBP's PPO step).
-
-    --compile: torch.compile(fn). --cudagraphs: every call copies its inputs into the graph's own input tensors;
-    the first two run fn on them on a side stream (the warm-up CUDA graphs need, and the compilation), the third
-    records fn in a CUDA graph, and from then on every call replays it and returns a copy of its outputs. A graph
-    reads and writes parameters, Adam moments and buffers at the addresses they had when it was recorded, so all
-    of them are updated in place (resets too), never reassigned.
-    """
+    """fn (tensors in; a tensor, or a tuple or dict of them, out) as --compile and --cudagraphs ask: fn itself without
+    them (eager is the reference) or when fn.keep_eager (CBP's PPO step, read through forward hooks). --cudagraphs:
+    each call copies its inputs into the graph's own; the first two run fn on a side stream (warm-up, compilation),
+    the third records it, later ones replay it and return a copy of its outputs. A graph works on the addresses that
+    parameters, Adam moments and buffers had when recorded: all are updated in place (resets too), never reassigned."""
     if getattr(fn, "keep_eager", False):
         return fn
     if args.compile:
@@ -915,8 +844,7 @@ ACTIVE_SLOPE = 0.01  # FAU: a neuron is active on an input where its activation'
 
 
 def effective_rank(features, delta=SRANK_DELTA):
-    """srank_delta (Kumar et al. 2021) of (batch, neurons) features: the fewest singular values, largest first,
-    whose sum reaches (1 - delta) of their total."""
+    """srank_delta (Kumar et al. 2021) of (batch, neurons) features: the fewest singular values holding 1 - delta."""
     singular = torch.linalg.svdvals(features)
     if singular.sum() <= 0:
         return 0
@@ -924,19 +852,16 @@ def effective_rank(features, delta=SRANK_DELTA):
 
 
 def active_fraction(h, activation):
-    """FAU: the share of (input, neuron) pairs of a hidden layer's output h whose activation passes gradient
-    (slope > ACTIVE_SLOPE): ReLU h > 0 (Ma et al. 2023); tanh 1 - h^2 > 0.01, not saturated."""
+    """FAU: share of (input, neuron) pairs of hidden output h with slope > ACTIVE_SLOPE (ReLU h > 0; tanh 1 - h^2)."""
     slope = (h > 0).float() if isinstance(activation, nn.ReLU) else 1 - h.square()
     return (slope > ACTIVE_SLOPE).float().mean().item()
 
 
 @torch.no_grad()
 def plasticity_metrics(net, obs, dormant_threshold, initial):
-    """Plasticity metrics of an MLP (nn.Sequential of Linear and activation layers) on a batch, per hidden
-    layer and over the network: ReDo dormant ratio (the share of neurons whose mean |activation| over the
-    layer's mean of it is <= dormant_threshold), activation norm (mean L2 norm), FAU and effective rank (over
-    the network: the last hidden layer's, the features the head reads); per Linear layer and overall: weight
-    magnitude (mean |w|) and L2 distance from `initial`, a copy of net at step 0 (docs/metrics.md)."""
+    """Plasticity metrics of an MLP (Sequential of Linear and activation layers) on a batch (docs/metrics.md): per
+    hidden layer and overall, ReDo dormant ratio, activation norm (mean L2), FAU, effective rank (overall: the last
+    hidden layer's); per Linear layer and overall, weight magnitude (mean |w|) and L2 distance from `initial`."""
     out, h, dormant, neurons, act_norms, hidden, active = {}, obs, 0, 0, [], 0, 0.0
     for layer in net:
         h = layer(h)

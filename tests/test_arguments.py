@@ -6,6 +6,7 @@ import math
 import typing
 
 import pytest
+import tyro
 
 from conftest import ROOT, assert_rejected, run_script
 
@@ -79,3 +80,29 @@ def test_reproduce_rejects_a_negative_seed(tmp_path):
                       "--runs-dir", tmp_path / "runs", run_dir=None, check=False)
     assert proc.returncode != 0 and proc.stderr.strip() == "error: --seeds -1: a seed must be in [0, 2**31)"
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("script", TRAINING_FILES)
+def test_help_explains_every_argument(script, monkeypatch, capsys):
+    """Every Args field has a doc comment that --help shows (tyro reads the comment beside or above the field)."""
+    module = importlib.import_module(script[:-3])
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option, or two where the flag and its type are long
+    with pytest.raises(SystemExit):
+        tyro.cli(module.Args, args=["--help"])
+    lines = [line.lstrip("│") for line in capsys.readouterr().out.splitlines()]
+    indent = next(line.index("-h, --help") for line in lines if "-h, --help" in line)  # of an option's first row
+    helps, flag = {}, None
+    for line in lines:
+        row = line.strip("│ ")
+        if not row.strip("─-╭╮╰╯ "):  # a frame's border
+            continue
+        if line[indent:].startswith("-") and not line[:indent].strip():  # "--flag TYPE  help (default: x)"
+            flag, _, row = row.partition("  ")  # the help maybe on the next, further indented rows
+            flag = flag.split()[0].rstrip(",")
+        helps[flag] = (helps.get(flag, "") + " " + row).split("(default:")[0].strip()
+    for f in dataclasses.fields(module.Args):
+        flag = "--" + f.name.replace("_", "-")
+        assert len(helps.get(flag, "")) >= 15, f"{script}: {flag} has no help text in --help: {helps.get(flag)!r}"
+    # a field without its own comment takes the comment block of the field above it: no help may repeat
+    repeated = [flag for flag, text in helps.items() if list(helps.values()).count(text) > 1]
+    assert not repeated, f"{script}: these options show the same help: {repeated}"
