@@ -1,24 +1,13 @@
-"""P3O (Plastic PPO): PPO + Sustainable Backup Propagation (SBP), the paper's Algorithm 2.
-
-A copy of ppo_continuous.py plus SBP; `diff ppo_continuous.py p3o_continuous.py` is the
-method. Every --reset-frequency environment steps, after the PPO update:
+"""P3O (Plastic PPO): PPO + Sustainable Backup Propagation (SBP), the paper's Algorithm 2. A copy of ppo_continuous.py
+plus SBP: `diff ppo_continuous.py p3o_continuous.py` is the method. Every --reset-frequency env steps, after the update:
   1. copy the actor (mean network and log-std) to a frozen teacher pi_tem;
-  2. cycle reset: re-initialise the input weights and bias of the next slice of
-     --reset-rate of the neurons of every hidden layer of the actor (walking a pointer
-     round the layer); their Adam moments are left as they are (--reset-adam zeroes them;
-     docs/design.md, P3O's choices: zeroed moments under a high step count move
-     the fresh weights 2-4x as far as the others in the first update);
-  3. inner distillation: with the reset neurons frozen, train the rest of the actor on
-     the rollout's observations with the alpha-weighted double KL
-     alpha*KL(pi_tem||pi) + (1-alpha)*KL(pi||pi_tem) until its mean is <= --distill-tau.
-The critic is neither reset nor distilled (the paper resets and distils the policy only).
-
-    python p3o_continuous.py --env-id Hopper-v5 --seed 1
-    python p3o_continuous.py --help
-
-How it differs from CleanRL's ppo_continuous_action.py, and why: docs/design.md; its plasticity metrics:
-docs/metrics.md; checkpoints and --resume: docs/checkpoints.md.
-"""
+  2. cycle reset: re-initialise the input weights and bias of the next --reset-rate slice of the neurons of every hidden
+     layer of the actor (a pointer walks round the layer); their Adam moments are kept (--reset-adam zeroes them);
+  3. inner distillation: with the reset neurons frozen, train the rest of the actor on the rollout's observations with
+     the alpha-weighted double KL alpha*KL(pi_tem||pi) + (1-alpha)*KL(pi||pi_tem) until its mean is <= --distill-tau.
+The critic is neither reset nor distilled (the paper resets and distils the policy only). Run `python p3o_continuous.py
+--env-id Hopper-v5 --seed 1`, or --help. Design choices: docs/design.md; metrics: docs/metrics.md; --resume:
+docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -95,16 +84,14 @@ class Args:
     reset_frequency: int = 50_000  # environment steps (over all envs) between resets, checked after each update
     reset_range: float = 1.0  # share of each hidden layer the cycle walks (1.0: whole layer; ablation: 0.2/0.5/0.8)
     reset_adam: bool = False
-    """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
-    optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
-    2-4x as far as the others (docs/design.md, P3O's choices); off by default: moments left as they are"""
+    """also zero the reset neurons' Adam moments (as ReDo's reference); off by default: under Adam's high step count,
+    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/design.md)"""
     distill_alpha: float = 0.4  # alpha of alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)
     distill_tau: float = 0.01  # distil until the mean double KL over the rollout is <= tau
     distill_max_epochs: int = 200  # safety cap on distillation epochs per reset; a warning is logged when it is hit
     distill_kl_reduction: Literal["mean", "sum"] = "mean"
-    """how the alpha-DKL of one state is reduced over action dimensions before tau applies: 'mean' (torch's
-    kl_divergence(Normal, Normal).mean() idiom; the default, see results/README.md "Distillation cost") or 'sum' (the
-    KL of the joint Gaussian; this project's choice before)"""
+    """the alpha-DKL of a state over action dimensions, before tau: 'mean' (the kl_divergence(Normal, Normal).mean()
+    idiom; results/README.md "Distillation cost") or 'sum' (the KL of the joint Gaussian)"""
     distill_lr: Optional[float] = None  # Adam learning rate of the distillation; None = --learning-rate
     recovery: Literal["distill", "train", "none"] = "distill"
     """after a reset: inner distillation (P3O); 'train' = the paper's recovery-training ablation (PPO updates not
@@ -162,13 +149,9 @@ class Agent(nn.Module):
 
 
 def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
-    """Generalised advantage estimation over a rollout of shape (T, N).
-
-    dones[t] is 1 where the episode ended at step t, by termination or truncation; a
-    truncated step's reward already holds gamma * V(final observation), so the episode's
-    value beyond the time limit is kept while the next (new) episode's value is cut.
-    next_value is V of the observation after the last step. Returns (advantages, returns).
-    """
+    """Generalised advantage estimation over a rollout of shape (T, N): (advantages, returns). dones[t] is 1 where the
+    episode ended at step t (termination or truncation; a truncated step's reward already holds gamma * V(final
+    observation), so its value past the time limit is kept); next_value is V of the observation after the last step."""
     advantages = np.zeros_like(rewards)
     last = np.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
@@ -182,12 +165,9 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
 
 # ---- SBP: cycle reset and inner distillation ----
 def cycle_slice(k, reset_rate, width):
-    """Neurons [start, end) reset by the k-th reset of a cycle of ceil(1/reset_rate) resets.
-
-    Boundaries are round(k * reset_rate * width), the last slice ends at width: consecutive
-    slices share their boundary, so one cycle resets every neuron exactly once even when
-    reset_rate * width is not whole (256 * 0.01 = 2.56 gives slices of 2 or 3 neurons).
-    """
+    """Neurons [start, end) reset by the k-th reset of a cycle of ceil(1/reset_rate) resets. Boundaries are
+    round(k * reset_rate * width) and the last slice ends at width, so one cycle resets every neuron exactly once even
+    when reset_rate * width is not whole (256 * 0.01 = 2.56 gives slices of 2 or 3 neurons)."""
     num_slices = math.ceil(1 / reset_rate - 1e-9)
     end = width if k == num_slices - 1 else round((k + 1) * reset_rate * width)
     return round(k * reset_rate * width), end
@@ -240,16 +220,12 @@ def alpha_dkl(mean_t, logstd_t, mean_s, logstd_s, alpha):
 
 
 class InnerDistillation:
-    """Inner distillation of the actor (mean network and log-std) into its pre-reset self.
-
-    snapshot() copies the actor into the teacher just before a reset; calling the object after the
-    reset distils the teacher into the actor on `obs` with the alpha-DKL, in minibatches, epoch
-    after epoch (at least one, as Algorithm 2) until the mean loss over all of `obs` is <= tau or
-    the epoch cap is hit. The `frozen` rows (the reset neurons) get zero gradient, and Adam starts
-    each distillation with zero moments (a fresh Adam), so a zero-gradient entry moves by exactly 0
-    and they stay bit-identical. Built once per run: the teacher, the targets, the gradient masks
-    and Adam's state are updated in place, as a CUDA graph of the minibatch step would need (`obs`
-    too must be refilled in place); the step is compiled on the fast path, not yet recorded."""
+    """Inner distillation of the actor (mean network and log-std) into its pre-reset self: snapshot() copies the actor
+    into the teacher just before a reset; the call after it distils the teacher into the actor on `obs` with the
+    alpha-DKL, in minibatches, epoch after epoch (at least one, as Algorithm 2) until the mean loss over `obs` is <= tau
+    or the epoch cap is hit. The `frozen` rows (the reset neurons) get zero gradient and Adam starts each distillation
+    afresh (zero moments), so they move by exactly 0. Built once per run and updated in place (`obs` too), as a CUDA
+    graph of the minibatch step would need; the step is compiled on the fast path, not recorded."""
 
     def __init__(self, actor_mean, actor_logstd, obs, args):
         self.actor_mean, self.actor_logstd, self.obs, self.args = actor_mean, actor_logstd, obs, args
@@ -327,10 +303,9 @@ def reset_statistics(reset_counts):
 
 
 def make_ppo_step(agent, optimizer, networks, rollout, args):
-    """The PPO minibatch step on the rollout tensors (obs, actions, log-probs, advantages, returns,
-    values; refilled in place every update): ppo_step(mb) computes the loss on rows mb, backward,
-    gradient clipping, Adam, and returns the losses, approx KL, clip fraction and the raw (pre-clip)
-    gradient norm of each of `networks`, by name."""
+    """The PPO minibatch step on the rollout tensors (refilled in place every update): ppo_step(mb) takes the loss on
+    rows mb, backward, clips gradients, steps Adam; it returns the losses, approx KL, clip fraction and the raw
+    (pre-clip) gradient norm of each of `networks`, by name."""
     b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = rollout
 
     def ppo_step(mb):
@@ -597,9 +572,8 @@ def validate_args(args: Args) -> None:
 
 
 def start_run():
-    """The arguments (with --resume, the run's own and those given that may change), checked before anything is
-    made; seeds, threads, determinism; the run directory, its TensorBoard writer (and W&B with --track).
-    Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
+    """Checked arguments (with --resume, the run's own), seeds, threads, determinism, the run directory and its
+    TensorBoard writer (and W&B): (args, the checkpoint to resume or None, run dir, device, writer)."""
     args = tyro.cli(Args)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     args = resumed_args(args, checkpoint["args"]) if checkpoint else args
@@ -750,9 +724,8 @@ def restore(checkpoint, objects, envs, cuda):
 
 
 def load_checkpoint(run_dir, mmap=False):
-    """The checkpoint of the run to resume: checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing
-    or unreadable. Exits in one line when neither reads, or it is another file's, format's or version's.
-    mmap: memory-map its tensors (to read a run, as reproduce.py does, without loading a replay buffer whole)."""
+    """The run's checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing or unreadable; exits in one
+    line when neither reads or it is another file's, format's or version's. mmap: memory-map its tensors."""
     script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
     for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
         try:

@@ -1,36 +1,25 @@
-"""PPO + Continual Backprop (CBP; Dohare et al., 2021, and Nature 2024, "Loss of plasticity in
-deep continual learning"), following the authors' code (loss-of-plasticity: lop/algos/gnt.py,
-lop/algos/rl/ppo.py).
-
-A copy of ppo_continuous.py plus CBP; `diff ppo_continuous.py ppo_cbp.py` is the method. After
-every optimiser step of the PPO update, generate-and-test on each hidden layer of the actor:
-  - test: every unit ages by one; its contribution utility is a running average (decay
-    --decay-rate 0.99) of mean|W_next[:, i]| x mean|h_i| over the minibatch, bias-corrected by
-    1 - d^age; units not older than --maturity-threshold (10,000) steps are not eligible, and
-    the --replacement-rate share of the eligible ones with the lowest utility is replaced
-    (the count is rounded down, and a count p below one is one unit with probability p, as
-    in the reference's RL runs; --cbp-accumulate carries the fraction over instead);
-  - generate: fresh incoming weights from the layer's initialiser and a zero bias, the next
-    layer's bias absorbs the unit's bias-corrected mean activation x its outgoing weights, the
-    outgoing weights become zero, utility, mean activation and age restart at zero.
-Adam moments of replaced units are kept, as in the reference's RL runs (--reset-adam zeroes them);
-CBP is on the actor only, whose 768 neurons the paper counts (--cbp-critic adds the critic, as the reference).
-
-The default replacement rate, 0.01 per optimiser step (not the reference's 1e-4), reproduces
-the paper's Table 4 count with the maturity threshold of 10,000 (docs/design.md, CBP).
-
---inner-distill adds P3O's inner distillation (INDS ablation, Fig. 22): since the
-replacements happen inside the update, a copy of the actor is taken just before the first
-replacement of each update, and after the update the actor is distilled from it with the units
-replaced during the update frozen (so it also pulls the rest of that update back towards the
-copy, by at most tau).
-
-    python ppo_cbp.py --env-id Hopper-v5 --seed 1
-    python ppo_cbp.py --help
-
-How it differs from CleanRL's ppo_continuous_action.py, and why: docs/design.md; its plasticity metrics:
-docs/metrics.md; checkpoints and --resume: docs/checkpoints.md.
-"""
+"""PPO + Continual Backprop (CBP; Dohare et al., 2021, and Nature 2024, "Loss of plasticity in deep continual
+learning"), following the authors' code (loss-of-plasticity: lop/algos/gnt.py, lop/algos/rl/ppo.py). A copy of
+ppo_continuous.py plus CBP: `diff ppo_continuous.py ppo_cbp.py` is the method. After every optimiser step of the PPO
+update, generate-and-test on each hidden layer of the actor:
+  - test: every unit ages by one; its contribution utility is a running average (decay --decay-rate 0.99) of
+    mean|W_next[:, i]| x mean|h_i| over the minibatch, bias-corrected by 1 - d^age; units not older than
+    --maturity-threshold (10,000) steps are not eligible, and the --replacement-rate share of the eligible ones with the
+    lowest utility is replaced (the count rounded down, and a count p below one is one unit with probability p, as in
+    the reference's RL runs; --cbp-accumulate carries the fraction over instead);
+  - generate: fresh incoming weights from the layer's initialiser and a zero bias; the next layer's bias absorbs the
+    unit's bias-corrected mean activation x its outgoing weights, the outgoing weights become zero; utility, mean
+    activation and age restart at zero.
+Adam moments of replaced units are kept, as in the reference's RL runs (--reset-adam zeroes them). CBP is on the actor
+only, whose 768 neurons the paper counts (--cbp-critic adds the critic, as the reference). The default replacement rate,
+0.01 per optimiser step (not the reference's 1e-4), reproduces the paper's Table 4 count with the maturity threshold of
+10,000 (docs/design.md, CBP).
+--inner-distill adds P3O's inner distillation (INDS ablation, Fig. 22): as the replacements happen inside the update, a
+copy of the actor is taken just before the first replacement of each update, and after the update the actor is
+distilled from it with the units replaced during the update frozen (so it also pulls the rest of that update back
+towards the copy, by at most tau).
+Run `python ppo_cbp.py --env-id Hopper-v5 --seed 1`, or --help. Design choices: docs/design.md; metrics:
+docs/metrics.md; --resume: docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -123,9 +112,8 @@ class Args:
     distill_tau: float = 0.01  # distil until the mean double KL over the rollout is <= tau
     distill_max_epochs: int = 200  # safety cap on distillation epochs per reset; a warning is logged when it is hit
     distill_kl_reduction: Literal["mean", "sum"] = "mean"
-    """how the alpha-DKL of one state is reduced over action dimensions before tau applies: 'mean' (torch's
-    kl_divergence(Normal, Normal).mean() idiom; the default, see results/README.md "Distillation cost") or 'sum' (the
-    KL of the joint Gaussian; this project's choice before)"""
+    """the alpha-DKL of a state over action dimensions, before tau: 'mean' (the kl_divergence(Normal, Normal).mean()
+    idiom; results/README.md "Distillation cost") or 'sum' (the KL of the joint Gaussian)"""
     distill_lr: Optional[float] = None  # Adam learning rate of the distillation; None = --learning-rate
 
 
@@ -179,13 +167,9 @@ class Agent(nn.Module):
 
 
 def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
-    """Generalised advantage estimation over a rollout of shape (T, N).
-
-    dones[t] is 1 where the episode ended at step t, by termination or truncation; a
-    truncated step's reward already holds gamma * V(final observation), so the episode's
-    value beyond the time limit is kept while the next (new) episode's value is cut.
-    next_value is V of the observation after the last step. Returns (advantages, returns).
-    """
+    """Generalised advantage estimation over a rollout of shape (T, N): (advantages, returns). dones[t] is 1 where the
+    episode ended at step t (termination or truncation; a truncated step's reward already holds gamma * V(final
+    observation), so its value past the time limit is kept); next_value is V of the observation after the last step."""
     advantages = np.zeros_like(rewards)
     last = np.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
@@ -321,16 +305,12 @@ def hidden_linears(net):
 
 
 class InnerDistillation:
-    """Inner distillation of the actor (mean network and log-std) into its pre-reset self.
-
-    snapshot() copies the actor into the teacher just before a reset; calling the object after the
-    reset distils the teacher into the actor on `obs` with the alpha-DKL, in minibatches, epoch
-    after epoch (at least one, as Algorithm 2) until the mean loss over all of `obs` is <= tau or
-    the epoch cap is hit. The `frozen` rows (the reset neurons) get zero gradient, and Adam starts
-    each distillation with zero moments (a fresh Adam), so a zero-gradient entry moves by exactly 0
-    and they stay bit-identical. Built once per run: the teacher, the targets, the gradient masks
-    and Adam's state are updated in place, as a CUDA graph of the minibatch step would need (`obs`
-    too must be refilled in place); the step is compiled on the fast path, not yet recorded."""
+    """Inner distillation of the actor (mean network and log-std) into its pre-reset self: snapshot() copies the actor
+    into the teacher just before a reset; the call after it distils the teacher into the actor on `obs` with the
+    alpha-DKL, in minibatches, epoch after epoch (at least one, as Algorithm 2) until the mean loss over `obs` is <= tau
+    or the epoch cap is hit. The `frozen` rows (the reset neurons) get zero gradient and Adam starts each distillation
+    afresh (zero moments), so they move by exactly 0. Built once per run and updated in place (`obs` too), as a CUDA
+    graph of the minibatch step would need; the step is compiled on the fast path, not recorded."""
 
     def __init__(self, actor_mean, actor_logstd, obs, args):
         self.actor_mean, self.actor_logstd, self.obs, self.args = actor_mean, actor_logstd, obs, args
@@ -408,10 +388,9 @@ def reset_statistics(reset_counts):
 
 
 def make_ppo_step(agent, optimizer, networks, rollout, args):
-    """The PPO minibatch step on the rollout tensors (obs, actions, log-probs, advantages, returns,
-    values; refilled in place every update): ppo_step(mb) computes the loss on rows mb, backward,
-    gradient clipping, Adam, and returns the losses, approx KL, clip fraction and the raw (pre-clip)
-    gradient norm of each of `networks`, by name."""
+    """The PPO minibatch step on the rollout tensors (refilled in place every update): ppo_step(mb) takes the loss on
+    rows mb, backward, clips gradients, steps Adam; it returns the losses, approx KL, clip fraction and the raw
+    (pre-clip) gradient norm of each of `networks`, by name."""
     b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = rollout
 
     def ppo_step(mb):
@@ -675,9 +654,8 @@ def validate_args(args: Args) -> None:
 
 
 def start_run():
-    """The arguments (with --resume, the run's own and those given that may change), checked before anything is
-    made; seeds, threads, determinism; the run directory, its TensorBoard writer (and W&B with --track).
-    Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
+    """Checked arguments (with --resume, the run's own), seeds, threads, determinism, the run directory and its
+    TensorBoard writer (and W&B): (args, the checkpoint to resume or None, run dir, device, writer)."""
     args = tyro.cli(Args)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     args = resumed_args(args, checkpoint["args"]) if checkpoint else args
@@ -828,9 +806,8 @@ def restore(checkpoint, objects, envs, cuda):
 
 
 def load_checkpoint(run_dir, mmap=False):
-    """The checkpoint of the run to resume: checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing
-    or unreadable. Exits in one line when neither reads, or it is another file's, format's or version's.
-    mmap: memory-map its tensors (to read a run, as reproduce.py does, without loading a replay buffer whole)."""
+    """The run's checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing or unreadable; exits in one
+    line when neither reads or it is another file's, format's or version's. mmap: memory-map its tensors."""
     script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
     for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
         try:

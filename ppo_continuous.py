@@ -1,8 +1,6 @@
-"""PPO for continuous control, on the paper's Table 3: the base every other training file copies (`diff
-ppo_continuous.py p3o_continuous.py` is P3O). Run `python ppo_continuous.py --env-id Hopper-v5 --seed 1`; --help.
-How it differs from CleanRL's ppo_continuous_action.py: docs/design.md; metrics: docs/metrics.md; --resume:
-docs/checkpoints.md.
-"""
+"""PPO for continuous control on the paper's Table 3, the base every training file copies (`diff ppo_continuous.py
+p3o_continuous.py` is P3O): `python ppo_continuous.py --env-id Hopper-v5 --seed 1`, or --help. How it differs from
+CleanRL's ppo_continuous_action.py: docs/design.md; metrics: docs/metrics.md; --resume: docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -124,13 +122,9 @@ class Agent(nn.Module):
 
 
 def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
-    """Generalised advantage estimation over a rollout of shape (T, N).
-
-    dones[t] is 1 where the episode ended at step t, by termination or truncation; a
-    truncated step's reward already holds gamma * V(final observation), so the episode's
-    value beyond the time limit is kept while the next (new) episode's value is cut.
-    next_value is V of the observation after the last step. Returns (advantages, returns).
-    """
+    """Generalised advantage estimation over a rollout of shape (T, N): (advantages, returns). dones[t] is 1 where the
+    episode ended at step t (termination or truncation; a truncated step's reward already holds gamma * V(final
+    observation), so its value past the time limit is kept); next_value is V of the observation after the last step."""
     advantages = np.zeros_like(rewards)
     last = np.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
@@ -143,10 +137,9 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
 
 
 def make_ppo_step(agent, optimizer, networks, rollout, args):
-    """The PPO minibatch step on the rollout tensors (obs, actions, log-probs, advantages, returns,
-    values; refilled in place every update): ppo_step(mb) computes the loss on rows mb, backward,
-    gradient clipping, Adam, and returns the losses, approx KL, clip fraction and the raw (pre-clip)
-    gradient norm of each of `networks`, by name."""
+    """The PPO minibatch step on the rollout tensors (refilled in place every update): ppo_step(mb) takes the loss on
+    rows mb, backward, clips gradients, steps Adam; it returns the losses, approx KL, clip fraction and the raw
+    (pre-clip) gradient norm of each of `networks`, by name."""
     b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = rollout
 
     def ppo_step(mb):
@@ -342,9 +335,8 @@ def validate_args(args: Args) -> None:
 
 
 def start_run():
-    """The arguments (with --resume, the run's own and those given that may change), checked before anything is
-    made; seeds, threads, determinism; the run directory, its TensorBoard writer (and W&B with --track).
-    Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
+    """Checked arguments (with --resume, the run's own), seeds, threads, determinism, the run directory and its
+    TensorBoard writer (and W&B): (args, the checkpoint to resume or None, run dir, device, writer)."""
     args = tyro.cli(Args)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     args = resumed_args(args, checkpoint["args"]) if checkpoint else args
@@ -495,9 +487,8 @@ def restore(checkpoint, objects, envs, cuda):
 
 
 def load_checkpoint(run_dir, mmap=False):
-    """The checkpoint of the run to resume: checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing
-    or unreadable. Exits in one line when neither reads, or it is another file's, format's or version's.
-    mmap: memory-map its tensors (to read a run, as reproduce.py does, without loading a replay buffer whole)."""
+    """The run's checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing or unreadable; exits in one
+    line when neither reads or it is another file's, format's or version's. mmap: memory-map its tensors."""
     script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
     for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
         try:

@@ -1,30 +1,24 @@
-"""SAC with Sustainable Backup Propagation (SBP), the paper's Appendix A.5 and Table 6.
-
-CleanRL-style SAC (sac_continuous_action.py: twin Q networks with Polyak-averaged targets, a
-tanh-squashed Gaussian actor with state-dependent log-std, automatic entropy tuning, delayed
-policy updates) plus SBP on the actor. Every --reset-frequency environment steps:
+"""SAC with Sustainable Backup Propagation (SBP), the paper's Appendix A.5 and Table 6. CleanRL-style SAC
+(sac_continuous_action.py: twin Q networks with Polyak-averaged targets, a tanh-squashed Gaussian actor with
+state-dependent log-std, automatic entropy tuning, delayed policy updates) plus SBP on the actor. Every
+--reset-frequency environment steps:
   1. copy the actor to a frozen teacher;
-  2. reset --reset-rate of the neurons of every hidden layer of the actor (input weights and
-     bias re-drawn from the layer's initialiser, Adam moments left as they are unless
-     --reset-adam, as in p3o_continuous.py):
-     --reset cycle walks a pointer round the layer as p3o_continuous.py does;
-     --reset redo takes the lowest ReDo scores (mean |activation| / layer mean) on a sample
-     of the replay buffer and also zeroes the neurons' outgoing weights (as ReDo does);
-  3. --inner-distill: with the reset neurons frozen, train the rest of the actor to match the
-     teacher's pre-squash Gaussian with alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)
-     on --distill-samples observations drawn from the replay buffer, until its mean is <= tau.
-The critics are neither reset nor distilled. `--reset none` is plain SAC, so one file runs
-every curve of the paper's Fig. 23:
+  2. reset --reset-rate of the neurons of every hidden layer of the actor (input weights and bias re-drawn from the
+     layer's initialiser, Adam moments kept unless --reset-adam, as in p3o_continuous.py): --reset cycle walks a
+     pointer round the layer as p3o_continuous.py does; --reset redo takes the lowest ReDo scores (mean |activation| /
+     layer mean) on a sample of the replay buffer and also zeroes the neurons' outgoing weights (as ReDo does);
+  3. --inner-distill: with the reset neurons frozen, train the rest of the actor to match the teacher's pre-squash
+     Gaussian with alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher) on --distill-samples observations drawn
+     from the replay buffer, until its mean is <= tau.
+The critics are neither reset nor distilled. `--reset none` is plain SAC, so one file runs every curve of Fig. 23:
 
     python sac_sbp.py --env-id Hopper-v5 --reset none            # SAC
     python sac_sbp.py --env-id Hopper-v5 --reset cycle           # SAC + SBP (cycle + distillation)
     python sac_sbp.py --env-id Hopper-v5 --reset redo            # SAC + ReDo + distillation
     python sac_sbp.py --env-id Hopper-v5 --reset cycle --no-inner-distill
-    python sac_sbp.py --help
 
-How it differs from CleanRL's sac_continuous_action.py, and why: docs/design.md; its plasticity metrics:
-docs/metrics.md; checkpoints and --resume: docs/checkpoints.md.
-"""
+How it differs from CleanRL's sac_continuous_action.py: docs/design.md; metrics: docs/metrics.md; --resume:
+docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -120,9 +114,8 @@ class Args:
     """redo only: the original ReDo rule instead of the bottom share: reset every neuron whose score is <= this
     (Sokar et al. use 0.025 to 0.1); off by default, as the paper"""
     reset_adam: bool = False
-    """also zero the reset neurons' Adam moments (this project's handling before; ReDo's reference does it). The
-    optimiser's step count stays high, so bias correction is about 1 and the first update moves the fresh weights
-    2-4x as far as the others (docs/design.md, P3O's choices); off by default: moments left as they are"""
+    """also zero the reset neurons' Adam moments (as ReDo's reference); off by default: under Adam's high step count,
+    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/design.md)"""
     distill_alpha: float = 0.8  # alpha of alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher) (Table 6: 0.8)
     distill_samples: int = 8_192  # replay observations for ReDo scores and distillation (Table 6: 8,192)
     distill_tau: float = 0.01  # distil until the mean double KL over the sample is <= tau
@@ -316,12 +309,9 @@ class ReplayBuffer:
 
 # ---- SBP: cycle or ReDo reset and inner distillation ----
 def cycle_slice(k, reset_rate, width):
-    """Neurons [start, end) reset by the k-th reset of a cycle of ceil(1/reset_rate) resets.
-
-    Boundaries are round(k * reset_rate * width), the last slice ends at width: consecutive
-    slices share their boundary, so one cycle resets every neuron exactly once even when
-    reset_rate * width is not whole (256 * 0.01 = 2.56 gives slices of 2 or 3 neurons).
-    """
+    """Neurons [start, end) reset by the k-th reset of a cycle of ceil(1/reset_rate) resets. Boundaries are
+    round(k * reset_rate * width) and the last slice ends at width, so one cycle resets every neuron exactly once even
+    when reset_rate * width is not whole (256 * 0.01 = 2.56 gives slices of 2 or 3 neurons)."""
     num_slices = math.ceil(1 / reset_rate - 1e-9)
     end = width if k == num_slices - 1 else round((k + 1) * reset_rate * width)
     return round(k * reset_rate * width), end
@@ -782,9 +772,8 @@ def validate_args(args: Args) -> None:
 
 
 def start_run():
-    """The arguments (with --resume, the run's own and those given that may change), checked before anything is
-    made; seeds, threads, determinism; the run directory, its TensorBoard writer (and W&B with --track).
-    Returns (args, the checkpoint to resume or None, run dir, device, writer)."""
+    """Checked arguments (with --resume, the run's own), seeds, threads, determinism, the run directory and its
+    TensorBoard writer (and W&B): (args, the checkpoint to resume or None, run dir, device, writer)."""
     args = tyro.cli(Args)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     args = resumed_args(args, checkpoint["args"]) if checkpoint else args
@@ -935,9 +924,8 @@ def restore(checkpoint, objects, envs, cuda):
 
 
 def load_checkpoint(run_dir, mmap=False):
-    """The checkpoint of the run to resume: checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing
-    or unreadable. Exits in one line when neither reads, or it is another file's, format's or version's.
-    mmap: memory-map its tensors (to read a run, as reproduce.py does, without loading a replay buffer whole)."""
+    """The run's checkpoint.pt, or (with a warning) checkpoint.prev.pt when that is missing or unreadable; exits in one
+    line when neither reads or it is another file's, format's or version's. mmap: memory-map its tensors."""
     script, latest, problem = os.path.basename(__file__), os.path.join(run_dir, "checkpoint.pt"), None
     for path in (latest, os.path.join(run_dir, "checkpoint.prev.pt")):
         try:
