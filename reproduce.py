@@ -90,6 +90,7 @@ ALGOS = {
     "redo": Algo("PPO+ReDo", "ppo_redo.py"),
     "cycle": Algo("PPO+Cycle", "ppo_cycle.py"),
     "p3o": Algo("P3O", "p3o_continuous.py"),
+    "p3o-sum": Algo("P3O, summed KL", "p3o_continuous.py", ("--distill-kl-reduction", "sum")),  # tau's other reading
     "p3o-rt": Algo("P3O recovery training", "p3o_continuous.py", ("--recovery", "train")),
     "p3o-none": Algo("cycle reset, no recovery", "p3o_continuous.py", ("--recovery", "none")),
     "cbp-inds": Algo("PPO+CBP+INDS", "ppo_cbp.py", ("--inner-distill",)),
@@ -197,10 +198,11 @@ EXPERIMENTS = {e.name: e for e in [
                     "paper budget, every total/8 steps below it (so a shorter run still sees the cycle), every "
                     "total/7 at the cycle budget (one whole schedule 4, 3, 2, 1, 2, 3, 4)."),
     Experiment("cycle", "Across a full reset cycle: all five methods over 100 resets and one friction schedule",
-               BASELINES, ("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5"),
+               BASELINES + (Variant("p3o-sum"),), ("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5"),
                kind="cycle", metrics=PLASTICITY_METRICS,
                note="Run it with --budget cycle: 5M steps (100 resets of P3O, every neuron renewed once) and, on "
-                    "Cycle Friction, 3.5M steps with the friction changing every 500,000."),
+                    "Cycle Friction, 3.5M steps with the friction changing every 500,000. 'P3O, summed KL' is P3O "
+                    "with --distill-kl-reduction sum, tau's other reading (results/README.md, distillation cost)."),
     Experiment("table2", "Table 2: extra distillation epochs of P3O", (Variant("p3o"),), MUJOCO, kind="distill",
                metrics=DISTILL_METRICS),
     Experiment("table5", "Table 5 and Fig. 21: distillation vs recovery-training epochs",

@@ -145,7 +145,7 @@ def test_unreadable_or_foreign_checkpoint_fails_its_run_and_the_others_go_on(tmp
     (fallback_path / "checkpoint.pt").write_text("not a checkpoint\n")
 
     foreign_error = (f"{foreign_path / 'checkpoint.pt'} was written by ppo_continuous.py, not p3o_continuous.py; "
-                     f"resume it with: python ppo_continuous.py --resume {foreign_path}")
+                     f"resume it with python ppo_continuous.py --resume {foreign_path}")
     assert (rp.run_state(foreign).status, rp.run_state(foreign).error) == ("failed", foreign_error)
     state = rp.run_state(unreadable)
     assert state.status == "failed" and state.error.startswith(f"{cut_short} is unreadable") and "\n" not in state.error
@@ -544,8 +544,12 @@ def test_cycle_budget_renews_every_neuron_once_and_fits_one_friction_schedule():
     from envs import friction_multiplier
 
     runs = by_name(plan("cycle", "cycle", seeds=(1, 2), envs=("HalfCheetah-v5", "cyclefriction/HalfCheetah-v5")))
-    assert len(runs) == 20  # all five methods
+    assert len(runs) == 24  # all five methods, and P3O with tau on the summed KL
     p3o = runs[("P3O", "HalfCheetah-v5", 1)]
+    summed = runs[("P3O, summed KL", "HalfCheetah-v5", 1)]
+    assert (summed.script, rp.ALGOS[summed.variant.algo].args) == ("p3o_continuous.py", ("--distill-kl-reduction", "sum"))
+    assert summed.total == p3o.total
+    assert summed.directory == Path("runs/reproduce/cycle/p3o-sum__HalfCheetah-v5__seed1")
     assert p3o.total == 5_000_000 == 100 * 50_000  # 1 / reset rate 0.01 resets of 50,000 steps
     assert p3o.directory == Path("runs/reproduce/cycle/p3o__HalfCheetah-v5__seed1")
     friction = runs[("PPO", "cyclefriction/HalfCheetah-v5", 2)]
