@@ -595,10 +595,7 @@ def main():
             break
 
     envs.close()
-    writer.close()
-    if args.track:
-        import wandb
-        wandb.finish()
+    writer.close()  # with --track, W&B finishes the run at exit
 
 
 @torch.no_grad()

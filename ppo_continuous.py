@@ -303,10 +303,7 @@ def main():
             break
 
     envs.close()
-    writer.close()
-    if args.track:
-        import wandb
-        wandb.finish()
+    writer.close()  # with --track, W&B finishes the run at exit
 
 
 # ---- Run plumbing, not the method; the same in every training file (validate_args apart from its own arguments):

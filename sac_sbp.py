@@ -733,10 +733,7 @@ def main():
         print(f"learning phase: {steps / (time.time() - learn_start[0]):.1f} steps/s "
               f"({steps / (time.process_time() - learn_start[2]):.1f} per second of this process's CPU time)")
     envs.close()
-    writer.close()
-    if args.track:
-        import wandb
-        wandb.finish()
+    writer.close()  # with --track, W&B finishes the run at exit
 
 
 # ---- Run plumbing, not the method; the same in every training file (validate_args apart from its own arguments):
