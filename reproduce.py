@@ -1340,6 +1340,9 @@ def every_seed_table(rows, variants, envs):
                            "seed: training / evaluation"], body) if body else ""
 
 
+CLAIM_SEEDS = 5  # the fewest seeds per method on which a Welch p < 0.05 reads as one method ahead
+
+
 def reference_variant(variants):
     return next((v for v in variants if v.algo in REFERENCE_ALGOS and not v.overrides), None)
 
@@ -1347,7 +1350,7 @@ def reference_variant(variants):
 def comparison_table(rows, variants, envs, compared=COMPARED, fmt="{:+,.0f}"):
     """Per task and compared (key, name) pair (default: training and evaluation return): the reference method
     (P3O) against each other method, the difference of the means, Welch's two-sided p and the reading (not
-    separated when p >= 0.05)."""
+    separated when p >= 0.05, or when either method has fewer than CLAIM_SEEDS seeds)."""
     ref = reference_variant(variants)
     body = []
     for env in envs if ref else ():
@@ -1359,7 +1362,8 @@ def comparison_table(rows, variants, envs, compared=COMPARED, fmt="{:+,.0f}"):
                     continue
                 p, diff = welch_p(list(a.values()), list(b.values())), np.mean(list(a.values())) - np.mean(
                     list(b.values()))
-                reading = "not separated" if not p < 0.05 else f"{ref.name} {'ahead' if diff > 0 else 'behind'}"
+                reading = ("not separated" if not p < 0.05 else "not separated (p < 0.05, under 5 seeds)"
+                           if min(len(a), len(b)) < CLAIM_SEEDS else f"{ref.name} {'ahead' if diff > 0 else 'behind'}")
                 body.append([env, name, v.name, f"{len(a)} vs {len(b)}", fmt.format(diff),
                              "–" if math.isnan(p) else f"{p:.3f}", reading])
     return markdown_table(["task", "measure", f"{ref.name if ref else ''} against", "seeds", "difference of means",
@@ -1428,7 +1432,8 @@ def statistics_markdown(rows, variants, envs):
     compared = comparison_table(rows, variants, envs)
     if compared:
         out += ["## Against each method (Welch's t-test)", "", "Two-sided Welch's t-test (unequal variances) on "
-                "the seeds' returns; p >= 0.05 reads \"not separated\", never a win.", "", compared, ""]
+                "the seeds' returns; p >= 0.05, or fewer than 5 seeds on either side, reads \"not separated\", never "
+                "a win.", "", compared, ""]
     for key, name in COMPARED:
         table = aggregate_table(rows, variants, envs, key)
         if table:
