@@ -1362,8 +1362,12 @@ def comparison_table(rows, variants, envs, compared=COMPARED, fmt="{:+,.0f}"):
                     continue
                 p, diff = welch_p(list(a.values()), list(b.values())), np.mean(list(a.values())) - np.mean(
                     list(b.values()))
-                reading = ("not separated" if not p < 0.05 else "not separated (p < 0.05, under 5 seeds)"
-                           if min(len(a), len(b)) < CLAIM_SEEDS else f"{ref.name} {'ahead' if diff > 0 else 'behind'}")
+                if not p < 0.05:
+                    reading = "not separated"
+                elif min(len(a), len(b)) < CLAIM_SEEDS:
+                    reading = f"not separated (p < 0.05, under {CLAIM_SEEDS} seeds)"
+                else:
+                    reading = f"{ref.name} {'ahead' if diff > 0 else 'behind'}"
                 body.append([env, name, v.name, f"{len(a)} vs {len(b)}", fmt.format(diff),
                              "–" if math.isnan(p) else f"{p:.3f}", reading])
     return markdown_table(["task", "measure", f"{ref.name if ref else ''} against", "seeds", "difference of means",
@@ -1432,8 +1436,8 @@ def statistics_markdown(rows, variants, envs):
     compared = comparison_table(rows, variants, envs)
     if compared:
         out += ["## Against each method (Welch's t-test)", "", "Two-sided Welch's t-test (unequal variances) on "
-                "the seeds' returns; p >= 0.05, or fewer than 5 seeds on either side, reads \"not separated\", never "
-                "a win.", "", compared, ""]
+                f"the seeds' returns; p >= 0.05, or fewer than {CLAIM_SEEDS} seeds on either side, reads \"not "
+                "separated\", never a win.", "", compared, ""]
     for key, name in COMPARED:
         table = aggregate_table(rows, variants, envs, key)
         if table:
