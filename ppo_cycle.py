@@ -630,8 +630,10 @@ def directory_problem(path):
     existing = os.path.abspath(path)
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is " + ("not writable" if os.path.isdir(existing) else "a file, not a directory")
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
     return None
 
 
