@@ -1567,7 +1567,7 @@ def plot_panels(path, title, ylabel, panels, cols=3, marks=None):
     legend = [f"{lb} (n={'/'.join(map(str, counts[lb]))})" for lb in labels]
     fig.legend(handles, legend, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 13)), fontsize=10)  # narrow figures: wrapped
-    fig.tight_layout(rect=(0, legend_height / height, 1, 1 - 0.45 * (1 + title.count(" ") // 40) / height))
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1))  # tight_layout makes room for the suptitle itself
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
