@@ -1316,7 +1316,7 @@ def distill_over_run(finished, cache, segments=6):
 
 # the two returns every claim names
 COMPARED = (("final_return", "training return"), ("eval_return", "evaluation return"))
-REFERENCE_ALGOS = ("p3o", "sac-cycle")  # the method compared with every other one: P3O, or SAC with SBP
+REFERENCE_ALGOS = ("p3o", "p3o-sum", "sac-cycle")  # compared with every other method: P3O (either KL), SAC+SBP
 
 
 def seed_values(rows, key):
@@ -1348,17 +1348,19 @@ def reference_variant(variants):
 
 
 def comparison_table(rows, variants, envs, compared=COMPARED, fmt="{:+,.0f}"):
-    """Per task and compared (key, name) pair (default: training and evaluation return): the reference method
-    (P3O) against each other method, the difference of the means, Welch's two-sided p and the reading (not
-    separated when p >= 0.05, or when either method has fewer than CLAIM_SEEDS seeds)."""
-    ref = reference_variant(variants)
+    """Per task and compared (key, name) pair (default: training and evaluation return): each variant of the
+    reference method (P3O, and P3O with another option such as the summed KL) against each other method, the
+    difference of the means, Welch's two-sided p and the reading (not separated when p >= 0.05, or when
+    either method has fewer than CLAIM_SEEDS seeds)."""
+    refs = [v for v in variants if v.algo in REFERENCE_ALGOS]
+    pairs = [(r, v) for i, r in enumerate(refs) for v in variants if v != r and v not in refs[:i]]
     body = []
-    for env in envs if ref else ():
+    for env in envs:
         for key, name in compared:
-            a = seed_values(select(rows, env=env, variant=ref.name), key)
-            for v in variants:
+            for ref, v in pairs:
+                a = seed_values(select(rows, env=env, variant=ref.name), key)
                 b = seed_values(select(rows, env=env, variant=v.name), key)
-                if v == ref or len(a) < 2 or len(b) < 2:
+                if len(a) < 2 or len(b) < 2:
                     continue
                 p, diff = welch_p(list(a.values()), list(b.values())), np.mean(list(a.values())) - np.mean(
                     list(b.values()))
@@ -1368,10 +1370,10 @@ def comparison_table(rows, variants, envs, compared=COMPARED, fmt="{:+,.0f}"):
                     reading = f"not separated (p < 0.05, under {CLAIM_SEEDS} seeds)"
                 else:
                     reading = f"{ref.name} {'ahead' if diff > 0 else 'behind'}"
-                body.append([env, name, v.name, f"{len(a)} vs {len(b)}", fmt.format(diff),
+                body.append([env, name, ref.name, v.name, f"{len(a)} vs {len(b)}", fmt.format(diff),
                              "–" if math.isnan(p) else f"{p:.3f}", reading])
-    return markdown_table(["task", "measure", f"{ref.name if ref else ''} against", "seeds", "difference of means",
-                           "Welch p", "reading"], body) if body else ""
+    return markdown_table(["task", "measure", "method", "against", "seeds", "difference of means", "Welch p",
+                           "reading"], body) if body else ""
 
 
 def normalised_scores(rows, variants, envs, key):
