@@ -1567,9 +1567,10 @@ def plot_panels(path, title, ylabel, panels, cols=3, marks=None):
     handles = [matplotlib.lines.Line2D([], [], color=colours[lb], linestyle=styles[lb]) for lb in labels]
     counts = {lb: sorted({len([o for o in panels[n].get(lb, []) if o]) for n in names} - {0}) for lb in labels}
     legend = [f"{lb} (n={'/'.join(map(str, counts[lb]))})" for lb in labels]
-    fig.legend(handles, legend, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    drawn = fig.legend(handles, legend, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 13)), fontsize=10)  # narrow figures: wrapped
-    fig.tight_layout(rect=(0, legend_height / height, 1, 1))  # tight_layout makes room for the suptitle itself
+    legend_drawn = drawn.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi + 0.05  # inches, measured
+    fig.tight_layout(rect=(0, legend_drawn / height, 1, 1))  # tight_layout makes room for the suptitle itself
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
