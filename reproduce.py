@@ -1394,33 +1394,41 @@ def normalised_scores(rows, variants, envs, key):
 def aggregate_table(rows, variants, envs, key):
     """Across tasks (Agarwal et al. 2021, with rliable): per method the IQM of the normalised scores with
     a 95% stratified-bootstrap interval, and the probability that the reference method (P3O) improves on
-    each other one, with its interval. The bootstrap is seeded (BOOTSTRAP_SEED)."""
+    each other one, with its interval. The bootstrap is seeded (BOOTSTRAP_SEED) afresh for each method and
+    each pair, so an interval depends only on its own runs, not on which other methods have finished."""
     from rliable import library as rly
     from rliable import metrics
 
     scores, tasks = normalised_scores(rows, variants, envs, key)
     if not scores:
         return ""
-    np.random.seed(BOOTSTRAP_SEED)
-    iqm, iqm_ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]),
-                                             reps=BOOTSTRAP_REPS, confidence_interval_size=CONFIDENCE)
-    body = [[name, f"{m.shape[0]} x {m.shape[1]}", f"{iqm[name][0]:.3f} [{iqm_ci[name][0, 0]:.3f}, "
-             f"{iqm_ci[name][1, 0]:.3f}]", ""] for name, m in scores.items()]
+
+    def bootstrap(groups, statistic):  # {name: (estimate, interval)}, each group drawn from the seed on its own
+        out = {}
+        for name, group in groups.items():
+            np.random.seed(BOOTSTRAP_SEED)
+            point, interval = rly.get_interval_estimates({name: group}, statistic, reps=BOOTSTRAP_REPS,
+                                                         confidence_interval_size=CONFIDENCE)
+            out[name] = point[name], interval[name]
+        return out
+
+    iqm = bootstrap(scores, lambda x: np.array([metrics.aggregate_iqm(x)]))
+    body = [[name, f"{m.shape[0]} x {m.shape[1]}", f"{iqm[name][0][0]:.3f} [{iqm[name][1][0, 0]:.3f}, "
+             f"{iqm[name][1][1, 0]:.3f}]", ""] for name, m in scores.items()]
     ref = reference_variant(variants)
     pairs = {v.name: (scores[ref.name], scores[v.name]) for v in variants
              if ref and v != ref and ref.name in scores and v.name in scores}
     if pairs:
-        np.random.seed(BOOTSTRAP_SEED)
-        poi, poi_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=BOOTSTRAP_REPS,
-                                                 confidence_interval_size=CONFIDENCE)
+        poi = bootstrap(pairs, metrics.probability_of_improvement)
         for line in body:
             if line[0] in poi:
-                low, high = np.ravel(poi_ci[line[0]])
-                line[3] = f"{float(poi[line[0]]):.2f} [{low:.2f}, {high:.2f}]"
+                low, high = np.ravel(poi[line[0]][1])
+                line[3] = f"{float(poi[line[0]][0]):.2f} [{low:.2f}, {high:.2f}]"
     references = "; ".join(f"{e}: {normalisation(e)[0]:,.1f} → 0, {normalisation(e)[1]:,.0f} → 1" for e in tasks)
     return (f"Normalised score per task ({references}): MuJoCo 0 at a uniformly random policy and 1 at the "
             "paper's PPO (Table 1), DeepMind Control return / 1000; fixed before any result was read. "
-            f"{BOOTSTRAP_REPS:,} stratified-bootstrap resamples, numpy seeded {BOOTSTRAP_SEED}.\n\n"
+            f"{BOOTSTRAP_REPS:,} stratified-bootstrap resamples, numpy seeded {BOOTSTRAP_SEED} for each method and "
+            "pair.\n\n"
             + markdown_table(["method", "runs x tasks", "IQM [95% CI]",
                               f"P({ref.name if ref else 'reference'} > method) [95% CI]"], body))
 

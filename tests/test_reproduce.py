@@ -331,6 +331,14 @@ def test_iqm_and_probability_of_improvement_on_known_scores():
     assert "| P3O | 8 x 1 | 10.000 [10.000, 10.000] |  |" in table
     assert "| PPO | 8 x 1 | 3.500 [" in table and "| 1.00 [1.00, 1.00] |" in table  # P3O above every PPO run
     assert rp.aggregate_table(rows, rp.BASELINES, ["HalfCheetah-v5"], "final_return") == table  # seeded bootstrap
+    # each method's interval is drawn from the seed on its own: another method's runs do not move it
+    spread = rows_of({"PPO": [lo + k ** 1.5 * (hi - lo) for k in range(8)],  # off a lattice: a drawn interval
+                      "P3O": [lo + k ** 1.5 * (hi - lo) for k in range(5, 13)]})  # moves with its draws
+    alone = rp.aggregate_table([r for r in spread if r["variant"] == "P3O"], rp.BASELINES, ["HalfCheetah-v5"],
+                               "final_return")
+    both = rp.aggregate_table(spread, rp.BASELINES, ["HalfCheetah-v5"], "final_return")
+    p3o_line = next(line for line in alone.splitlines() if line.startswith("| P3O |"))
+    assert p3o_line.startswith("| P3O | 8 x 1 | 24.943 [") and p3o_line.rstrip(" |") in both
     # a method is scored over the seeds it finished on every task: seed 2 of P3O is missing on Hopper
     two = rows_of({"P3O": [hi, hi]}) + rows_of({"P3O": [3613]}, env="Hopper-v5")
     scores, tasks = rp.normalised_scores(two, rp.BASELINES, ["HalfCheetah-v5", "Hopper-v5"], "final_return")
