@@ -1291,27 +1291,25 @@ def reproduce_command(name, budget, seeds, envs, variants):
     return cmd
 
 
-def distill_over_run(finished, cache, segments=6):
+def distill_over_run(curves, segments=6):
     """Table 2 over the run instead of its mean: per method and task, in `segments` equal spans of
-    steps, the resets, their mean distillation epochs, alpha-DKL just after the reset and policy std
-    (over the finished runs' resets in the span). finished: [(variant label, env, run path)];
-    cache: cached_scalars' cache."""
+    steps, the points of curves_<budget>.csv that hold a reset (a point: one hundredth of a run, the
+    mean over its resets) and their mean distillation epochs, alpha-DKL just after the reset and policy
+    std. Built from curve rows, so runs reused from an earlier CSV count as much as runs made here."""
     tags = DISTILL_METRICS
     body = []
-    for label, env in dict.fromkeys((label, env) for label, env, _ in finished):
-        scalars = [cached_scalars(cache, path) for lb, e, path in finished if (lb, e) == (label, env)]
-        last = max((step for sc in scalars for step, _ in sc.get(tags[0], [])), default=0)
-        if last:  # the spans end at a round number of steps: 3M, not the last reset's step
-            unit = segments * 10 ** max(0, math.floor(math.log10(last)) - 2)
-            last = math.ceil(last / unit) * unit
-        edges = np.linspace(0, last, segments + 1)
-        for lo, hi in zip(edges, edges[1:]) if last else ():
-            spans = [[v for sc in scalars for step, v in sc.get(tag, []) if lo < step <= hi or step == lo == 0]
-                     for tag in tags]
-            body.append([label, env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(spans[0]))]
-                        + [f"{np.mean(v):.3g}" if v else "–" for v in spans])
-    return markdown_table(["method", "task", "steps", "resets", "distillation epochs per reset",
-                           "alpha-DKL after the reset", "policy std"], body) if body else ""
+    for label, env in dict.fromkeys((c["variant"], c["env"]) for c in curves if tags[0] in c):
+        points = [c for c in curves if (c["variant"], c["env"]) == (label, env) and tags[0] in c]
+        last = max(c["step"] for c in points)  # the spans end at a round number of steps: 3M, not the last point
+        unit = segments * 10 ** max(0, math.floor(math.log10(last)) - 2)
+        edges = np.linspace(0, math.ceil(last / unit) * unit, segments + 1)
+        for lo, hi in zip(edges, edges[1:]):
+            span = [c for c in points if lo < c["step"] <= hi]
+            body.append([label, env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(span))]
+                        + [f"{np.mean(v):.3g}" if v else "–" for v in ([c[t] for c in span if t in c] for t in tags)])
+    return markdown_table(["method", "task", "steps", "hundredths of a run with a reset",
+                           "distillation epochs per reset", "alpha-DKL after the reset", "policy std"], body) \
+        if body else ""
 
 
 # the two returns every claim names
@@ -1816,9 +1814,11 @@ def aggregate(experiment, runs, states, opts, earlier):
     seeds = sorted({r.seed for r in runs})
     steps = sorted({r.total for r in runs})
     steps_note = " / ".join(f"{s:,}" for s in steps) + " environment steps per run"
-    finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in runs
-                if states[r.directory].status == "done"]
-    over_run = distill_over_run(finished, cache) if experiment.kind == "distill" else ""
+    if experiment.kind != "cycle":  # finished runs only; the cycle experiment's long runs as far as they got
+        partial = {run_key(row) for r, row in zip(runs, rows) if states[r.directory].status == "partial"}
+        curves = [c for c in curves if run_key(c) not in partial]
+    over_run = distill_over_run(curves, segments=5 if experiment.kind == "cycle" else 6) \
+        if experiment.kind in ("distill", "cycle") else ""
     changes, marks = [], {}
     for r in (r for r in started if "--friction-period" in r.args):  # Cycle Friction, as far as each run got
         state, period = states[r.directory], int(r.args["--friction-period"])
@@ -1826,16 +1826,10 @@ def aggregate(experiment, runs, states, opts, earlier):
         changes.append((r.variant.name, r.env, period, steps_reached(r, state), returns))
         marks[r.env] = range(period, r.total, period)  # dotted lines at the friction changes
     friction = friction_table(changes)
-    if experiment.kind == "cycle":  # long runs: draw and tabulate the unfinished ones as far as they got
-        finished = [(r.variant.name, r.env, states[r.directory].run_path) for r in started]
-        over_run = distill_over_run(finished, cache, segments=5)
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
     title = f"{experiment.name} [{label}]" + (" (unfinished runs as far as they got)" if experiment.kind == "cycle"
                                               else "")
-    if experiment.kind != "cycle":  # finished runs only
-        partial = {run_key(row) for r, row in zip(runs, rows) if states[r.directory].status == "partial"}
-        curves = [c for c in curves if run_key(c) not in partial]
     written = figures(out_dir, label, title, curves, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
     if experiment.kind == "cycle" and curves:
         written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{title}: plasticity of the actor, {BAND}",
@@ -1865,7 +1859,7 @@ def metrics_figures(paths, out_dir, stem, tags=ALL_METRICS):
                "budget": stem, "total_timesteps": steps}
         curves += run_curve(key, steps, steps, cached_scalars(cache, run_path), tags)
     out_dir.mkdir(parents=True, exist_ok=True)
-    over_run = distill_over_run(finished, cache)
+    over_run = distill_over_run(curves)
     if over_run:
         (out_dir / f"distillation_{stem}.md").write_text(
             "# Distillation over the run\n\nMeans over each span's resets. Runs: "

@@ -538,25 +538,31 @@ def test_slurm_launcher_runs_the_array_with_submitits_local_executor(tmp_path):
         assert load_checkpoint(state.run_path)["args"]["seed"] == r.seed
 
 
-def test_distillation_over_the_run_is_split_into_spans(tmp_path):
-    """Table 2 over the run: per-reset epochs, post-reset alpha-DKL and std averaged per span of steps."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    runs = []
+def test_distillation_over_the_run_is_split_into_spans():
+    """Table 2 over the run, from curve rows (so reused runs count): per-reset epochs, post-reset alpha-DKL
+    and std averaged per span of steps; a hundredth of the run holding two resets is one point, their mean."""
+    curves = []
     for seed, offset in ((1, 0.0), (2, 2.0)):
-        path = tmp_path / f"seed{seed}"
-        writer = SummaryWriter(str(path))
-        for k in range(1, 7):  # resets at 100k, ..., 600k: epochs k + offset, KL 0.1 k, std 1 / k
-            writer.add_scalar("reset/distill_epochs", k + offset, 100_000 * k)
-            writer.add_scalar("reset/distill_loss_start", 0.1 * k, 100_000 * k)
-            writer.add_scalar("reset/policy_std", 1 / k, 100_000 * k)
-        writer.close()
-        runs.append(("P3O", "Hopper-v5", path))
-    table = rp.distill_over_run(runs, {}, segments=3).splitlines()
-    assert table[2:] == ["| P3O | Hopper-v5 | 0–200k | 4 | 2.5 | 0.15 | 0.75 |",
+        # resets at 96k, 196k, ..., 596k of 600k steps (each in a hundredth ending by 100k k): epochs k + offset,
+        # KL 0.1 k, std 1 / k; and two more epochs-only resets in the first hundredth (0, 6k]: 2 + offset and 0
+        # epochs, one point of their mean
+        resets = [100_000 * k - 4_000 for k in range(1, 7)]
+        scalars = {"reset/distill_epochs": [(5_000, 2.0 + offset), (6_000, 0.0)]
+                   + [(step, k + offset) for k, step in enumerate(resets, 1)],
+                   "reset/distill_loss_start": [(step, 0.1 * k) for k, step in enumerate(resets, 1)],
+                   "reset/policy_std": [(step, 1 / k) for k, step in enumerate(resets, 1)]}
+        key = {"variant": "P3O", "algo": "p3o", "env": "Hopper-v5", "seed": seed, "budget": "x",
+               "total_timesteps": 600_000}
+        curves += rp.run_curve(key, 600_000, 600_000, scalars, list(scalars))
+    curves += rp.run_curve({**key, "variant": "PPO", "algo": "ppo"}, 600_000, 600_000,
+                           {"charts/episodic_return": [(50_000, 1.0)]}, ["charts/episodic_return"])  # no resets
+    table = rp.distill_over_run(curves, segments=3).splitlines()
+    assert table[0].split(" | ")[3] == "hundredths of a run with a reset"
+    # 0-200k: per seed the points (0, 6k] (epochs 1, 2), 96k and 198k; alpha-DKL and std only at the last two
+    assert table[2:] == ["| P3O | Hopper-v5 | 0–200k | 6 | 2.17 | 0.15 | 0.75 |",
                          "| P3O | Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
                          "| P3O | Hopper-v5 | 400k–600k | 4 | 6.5 | 0.55 | 0.183 |"]
-    assert rp.distill_over_run([], {}) == ""
+    assert rp.distill_over_run([]) == ""
 
 
 def test_unknown_env_id_is_refused_before_anything_is_planned(tmp_path, capsys):
@@ -631,8 +637,17 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
     fake_long_run(runs[("PPO", "HalfCheetah-v5", 1)], 5_000_000, 0)
     fake_long_run(runs[("PPO", "HalfCheetah-v5", 2)], 2_600_000, 100)  # unfinished: counts up to 2.5M
     fake_long_run(runs[("PPO", "cyclefriction/HalfCheetah-v5", 1)], 3_500_000, 0)
-    assert rp.main(["cycle", "--budget", "cycle", "--seeds", "1", "2", "--algos", "ppo", "--runs-dir",
-                    str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only"]) == 0
+    # a P3O run reused from an earlier CSV, with a curve: its resets fill the distillation table
+    earlier = tmp_path / "earlier" / "runs_cycle.csv"
+    earlier.parent.mkdir()
+    earlier.write_text("experiment,variant,algo,env,seed,budget,total_timesteps,status,final_return,commit\n"
+                       "cycle,P3O,p3o,HalfCheetah-v5,1,cycle,5000000,done,6000,0ld0001\n")
+    (earlier.parent / "curves_cycle.csv").write_text(
+        "variant,algo,env,seed,budget,total_timesteps,step,charts/episodic_return,reset/distill_epochs\n"
+        + "".join(f"P3O,p3o,HalfCheetah-v5,1,cycle,5000000,{50_000 * k},{k},{k % 2 * 10}\n" for k in range(2, 101)))
+    assert rp.main(["cycle", "--budget", "cycle", "--seeds", "1", "2", "--algos", "ppo", "p3o", "--runs-dir",
+                    str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--aggregate-only",
+                    "--reuse", str(earlier)]) == 0
     out = tmp_path / "results" / "cycle"
     table = (out / "cycle_cycle.md").read_text()
     # at 1M: (950 + 1000) / 2 = 975 and 1075 -> 1,025 +- 6.3531 x 100; at 5M seed 1 alone; final: last 10 of
@@ -649,7 +664,12 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
     # per seed, windows of 100k from 1M: best (4.9M, 5M] = 4,975, worst (1M, 1.1M] = 1,075; no KL or reset logged
     assert "| HalfCheetah-v5 | PPO | 1 | 4,999,680 | 4,775 | 4,975 | 1,075 | 4,975 | no | 0 / 0 | 0 | – | – |" \
         in table
-    assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 1 + 6 + 1 + 1  # return table, changes, seed rows
+    # return table (PPO, P3O), changes, seed rows
+    assert table.count("| cyclefriction/HalfCheetah-v5 | ") == 2 + 6 + 1 + 1
+    # the reused P3O run's resets (10 epochs at odd hundredths, 0 at even ones from the second): 19 in the first
+    # million steps, 20 in each later one
+    assert "| P3O | HalfCheetah-v5 | 0–1M | 19 | 4.74 | – | – |" in table
+    assert table.count("| P3O | HalfCheetah-v5 | 4M–5M | 20 | 5 | – | – |") == 1
     for png in ("curves_cycle.png", "actor_fau_cycle.png", "plasticity_cycle.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     # the unfinished seed's curve as far as it got: spans of 50,000 steps, the last one holding step 2,599,936
