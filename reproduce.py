@@ -1828,8 +1828,8 @@ def aggregate(experiment, runs, states, opts, earlier):
     friction = friction_table(changes)
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
-    title = f"{experiment.name} [{label}]" + (" (unfinished runs as far as they got)" if experiment.kind == "cycle"
-                                              else "")
+    unfinished = experiment.kind == "cycle" and any(states[r.directory].status == "partial" for r in runs)
+    title = f"{experiment.name} [{label}]" + (" (unfinished runs as far as they got)" if unfinished else "")
     written = figures(out_dir, label, title, curves, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
     if experiment.kind == "cycle" and curves:
         written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{title}: plasticity of the actor, {BAND}",
