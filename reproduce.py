@@ -1743,7 +1743,9 @@ def off_diagonal_mean_abs(matrix):
 
 def gradcorr(runs, states, out_dir, stem, source):
     """Figs. 28-30: per task, a panel per method (its lowest finished seed's matrix), and per method and
-    task the mean |off-diagonal| correlation of every finished seed, with Welch's p of P3O against each."""
+    task the mean |off-diagonal| correlation of every finished seed, with Welch's p of P3O against each.
+    Every seed's value also goes to gradcorr_<stem>.csv; a seed there with no finished run here (its
+    checkpoint gone) is kept in the table, marked *, so runs made in different places add up."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1768,18 +1770,33 @@ def gradcorr(runs, states, out_dir, stem, source):
     fig.suptitle(f"{PAPER_FIGURES['gradcorr']} ({GRADCORR_SAMPLES} states; red -1, blue +1)", fontsize=9)
     fig.savefig(out_dir / f"gradcorr_{stem}.png", dpi=100)
     plt.close(fig)
-    values = {}  # (task, method) -> {seed: mean |off-diagonal|}
+    values, kept = {}, set()  # (task, method) -> {seed: mean |off-diagonal|}; kept: from the earlier CSV
+    planned = {(r.env, r.variant.name, r.seed) for r in runs}
+    csv_path = out_dir / f"gradcorr_{stem}.csv"
+    for row in read_csv(csv_path) if csv_path.exists() else []:
+        key = (row["env"], row["variant"], row["seed"])
+        if key in planned and key not in matrices:
+            values.setdefault(key[:2], {})[key[2]] = row["gradcorr"]
+            kept.add(key)
     for (e, m, seed), c in matrices.items():
         values.setdefault((e, m), {})[seed] = off_diagonal_mean_abs(c)
-    variants = list(dict.fromkeys(r.variant for r in done))
+    variants = [v for v in dict.fromkeys(r.variant for r in runs) if any(m == v.name for _, m in values)]
+    envs = [e for e in dict.fromkeys(r.env for r in runs) if any(t == e for t, _ in values)]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env", "variant", "seed", "gradcorr"])
+        writer.writerows([e, m, seed, x] for (e, m), by_seed in values.items() for seed, x in sorted(by_seed.items()))
     body = [[e, v.name, interval_text(values[(e, v.name)].values(), "{:.3f}"),
-             "; ".join(f"{seed}: {x:.3f}" for seed, x in sorted(values[(e, v.name)].items()))]
+             "; ".join(f"{seed}{'*' * ((e, v.name, seed) in kept)}: {x:.3f}"
+                       for seed, x in sorted(values[(e, v.name)].items()))]
             for e in envs for v in variants if (e, v.name) in values]
     rows = [{"env": e, "variant": m, "seed": seed, "status": "done", "gradcorr": x}
             for (e, m), by_seed in values.items() for seed, x in by_seed.items()]
     compared = comparison_table(rows, variants, envs, [("gradcorr", "gradient correlation")], "{:+.3f}")
     (out_dir / f"gradcorr_{stem}.md").write_text("\n".join([
-        f"# {PAPER_FIGURES['gradcorr']}", "", f"Finished runs of `{source}` in this runs directory.", "",
+        f"# {PAPER_FIGURES['gradcorr']}", "", f"Finished runs of `{source}` in this runs directory"
+        + (f"; seeds marked * are kept from `{csv_path.name}`, computed where their checkpoints were (the matrices "
+           "drawn are this directory's runs only)." if kept else "."), "",
         "The paper does not define its matrix. Ours is the normalised gradient covariance over samples of Lyle et "
         "al. (2023): C[i, j] = cos(g_i, g_j), g_i the gradient of log pi(a_i | s_i) with respect to every actor "
         f"parameter, over {GRADCORR_SAMPLES} states of the run's own deterministic policy (episode seeds "
@@ -1907,7 +1924,8 @@ def parse_args(argv=None):
                         "finished run of it there (same method, task, seed and budget), named as reused")
     p.add_argument("--from", dest="source", default="table1",
                    help="metrics, fig7, gradcorr: the experiment whose runs to use (default table1); fig7 reads\n"
-                        "only its results/<experiment>/runs_<budget>.csv, gradcorr its finished runs' checkpoints")
+                        "only its results/<experiment>/runs_<budget>.csv, gradcorr its finished runs' checkpoints (and\n"
+                        "keeps, marked *, the seeds of results/gradcorr/gradcorr_<experiment>_<budget>.csv that have none here)")
     p.add_argument("--paths", nargs="+", help="metrics: plot these run directories instead")
     s = p.add_argument_group("Slurm (--launcher slurm, through submitit)")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")

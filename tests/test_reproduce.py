@@ -456,6 +456,19 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
                     "InvertedPendulum-v5", "--runs-dir", str(runs_dir), "--results-dir", str(results)]) == 0
     gradcorr = (results / "gradcorr" / "gradcorr_table1_smoke.md").read_text()
     assert "| InvertedPendulum-v5 | PPO | " in gradcorr and "| InvertedPendulum-v5 | P3O | " in gradcorr
+    # a seed in the CSV with no checkpoint here is kept (marked *); a seed with one is computed again
+    values_csv = results / "gradcorr" / "gradcorr_table1_smoke.csv"
+    first = {(r["variant"], r["seed"]): r["gradcorr"] for r in rp.read_csv(values_csv)}
+    assert set(first) == {("PPO", 1), ("P3O", 1)} and all(0 < x < 1 for x in first.values())
+    values_csv.write_text("env,variant,seed,gradcorr\nInvertedPendulum-v5,PPO,1,9.0\n"
+                          "InvertedPendulum-v5,P3O,2,0.5\nInvertedPendulum-v5,P3O,3,0.25\n")
+    assert rp.main(["gradcorr", "--from", "table1", "--budget", "smoke", "--seeds", "1", "2", "--envs",
+                    "InvertedPendulum-v5", "--runs-dir", str(runs_dir), "--results-dir", str(results)]) == 0
+    again = {(r["variant"], r["seed"]): r["gradcorr"] for r in rp.read_csv(values_csv)}
+    assert again == {**first, ("P3O", 2): 0.5}  # seed 3 is not asked for
+    table = (results / "gradcorr" / "gradcorr_table1_smoke.md").read_text()
+    assert "| InvertedPendulum-v5 | P3O | " in table and f"1: {first[('P3O', 1)]:.3f}; 2*: 0.500 |" in table
+    assert "seeds marked * are kept from `gradcorr_table1_smoke.csv`" in table
 
     # run again: both finished, nothing is started, the logs are untouched
     logs = {r.directory: (r.directory / "stdout.log").read_text() for r in runs.values()}
