@@ -894,9 +894,9 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
     return row
 
 
-def write_csv(path, rows):
+def write_csv(path, rows, fields=CSV_FIELDS):
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -1006,10 +1006,7 @@ def curves_of(runs, states, budget, cache, tags):
 
 def write_curves(path, curves):
     tags = sorted({k for r in curves for k in r} - set(RUN_KEY_FIELDS) - {"step"})
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(RUN_KEY_FIELDS) + ["step"] + tags)
-        writer.writeheader()
-        writer.writerows(curves)
+    write_csv(path, curves, list(RUN_KEY_FIELDS) + ["step"] + tags)
 
 
 def curves_path(runs_csv):
@@ -1782,16 +1779,13 @@ def gradcorr(runs, states, out_dir, stem, source):
         values.setdefault((e, m), {})[seed] = off_diagonal_mean_abs(c)
     variants = [v for v in dict.fromkeys(r.variant for r in runs) if any(m == v.name for _, m in values)]
     envs = [e for e in dict.fromkeys(r.env for r in runs) if any(t == e for t, _ in values)]
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["env", "variant", "seed", "gradcorr"])
-        writer.writerows([e, m, seed, x] for (e, m), by_seed in values.items() for seed, x in sorted(by_seed.items()))
+    rows = [{"env": e, "variant": m, "seed": seed, "status": "done", "gradcorr": x}
+            for (e, m), by_seed in values.items() for seed, x in sorted(by_seed.items())]
+    write_csv(csv_path, rows, ("env", "variant", "seed", "gradcorr"))
     body = [[e, v.name, interval_text(values[(e, v.name)].values(), "{:.3f}"),
              "; ".join(f"{seed}{'*' * ((e, v.name, seed) in kept)}: {x:.3f}"
                        for seed, x in sorted(values[(e, v.name)].items()))]
             for e in envs for v in variants if (e, v.name) in values]
-    rows = [{"env": e, "variant": m, "seed": seed, "status": "done", "gradcorr": x}
-            for (e, m), by_seed in values.items() for seed, x in by_seed.items()]
     compared = comparison_table(rows, variants, envs, [("gradcorr", "gradient correlation")], "{:+.3f}")
     (out_dir / f"gradcorr_{stem}.md").write_text("\n".join([
         f"# {PAPER_FIGURES['gradcorr']}", "", f"Finished runs of `{source}` in this runs directory"
@@ -1831,8 +1825,8 @@ def aggregate(experiment, runs, states, opts, earlier):
     seeds = sorted({r.seed for r in runs})
     steps = sorted({r.total for r in runs})
     steps_note = " / ".join(f"{s:,}" for s in steps) + " environment steps per run"
+    partial = {run_key(row) for r, row in zip(runs, rows) if states[r.directory].status == "partial"}
     if experiment.kind != "cycle":  # finished runs only; the cycle experiment's long runs as far as they got
-        partial = {run_key(row) for r, row in zip(runs, rows) if states[r.directory].status == "partial"}
         curves = [c for c in curves if run_key(c) not in partial]
     over_run = distill_over_run(curves, segments=5 if experiment.kind == "cycle" else 6) \
         if experiment.kind in ("distill", "cycle") else ""
@@ -1845,8 +1839,8 @@ def aggregate(experiment, runs, states, opts, earlier):
     friction = friction_table(changes)
     (out_dir / f"{experiment.name}_{label}.md").write_text(
         experiment_markdown(experiment, rows, variants, envs, label, seeds, steps_note, over_run, friction))
-    unfinished = experiment.kind == "cycle" and any(states[r.directory].status == "partial" for r in runs)
-    title = f"{experiment.name} [{label}]" + (" (unfinished runs as far as they got)" if unfinished else "")
+    unfinished = " (unfinished runs as far as they got)" if experiment.kind == "cycle" and partial else ""
+    title = f"{experiment.name} [{label}]" + unfinished
     written = figures(out_dir, label, title, curves, ("charts/episodic_return",) + tuple(experiment.metrics), marks)
     if experiment.kind == "cycle" and curves:
         written.append(metrics_grid(out_dir / f"plasticity_{label}.png", f"{title}: plasticity of the actor, {BAND}",
