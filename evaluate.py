@@ -12,8 +12,10 @@ does), rebuilds the policy with that file's own classes and runs --episodes epis
 the deterministic action: PPO's Gaussian mean, SAC's tanh of the pre-squash mean scaled to the action
 bounds. PPO-family policies see observations normalised with the run's saved statistics, frozen.
 Episode k is seeded with --seed + k, which must not be one of the seeds the run trained on. It
-prints the mean +- std of the raw (unnormalised) return and of the episode length, and writes one
-CSV row per episode (default <run>/evaluation.csv). Anything wrong exits with one line.
+prints the mean +- std of the raw (unnormalised) return and of the episode length, and the share of
+the deterministic action's components that lie beyond the action bounds (the env clips them, so how far
+beyond does not change what the agent does), and writes one CSV row per episode (default
+<run>/evaluation.csv; that share per episode: beyond_bounds). Anything wrong exits with one line.
 """
 
 import csv
@@ -177,10 +179,11 @@ def evaluate_run(run_dir, args, video_dir):
         if policy is None:
             space = vec.single_action_space
             policy = make_policy(module, checkpoint, run_args, obs.shape[1], space.shape[0], space.low, space.high)
-        video = None
+        video, beyond = None, 0
         while True:
             with torch.inference_mode():
                 action = policy(torch.from_numpy(obs)).numpy()
+            beyond += int(((action < space.low) | (action > space.high)).sum())
             obs, _, _, _, infos = vec.step(action)
             if "_episode" in infos and infos["_episode"][0]:
                 episode_return, length = float(infos["episode"]["r"][0]), int(infos["episode"]["l"][0])
@@ -192,7 +195,7 @@ def evaluate_run(run_dir, args, video_dir):
         rows.append({"run": run_dir, "script": script, "env_id": env_id, "train_seed": run_args.seed,
                      "global_step": checkpoint["global_step"], "episode": k, "seed": seed,
                      "friction": friction or "", "return": episode_return, "length": length,
-                     "video": video if args.video else ""})
+                     "beyond_bounds": beyond / (length * space.shape[0]), "video": video if args.video else ""})
     return rows
 
 
@@ -253,9 +256,11 @@ def main():
             rows = evaluate_run(run_dir, args, video_dir)
             returns, lengths = np.array([r["return"] for r in rows]), np.array([r["length"] for r in rows])
             friction = f" at friction x{rows[0]['friction']}" if rows[0]["friction"] else ""
+            beyond = np.mean([r["beyond_bounds"] for r in rows])
             print(f"{run_dir} ({rows[0]['script']}, {rows[0]['env_id']}{friction}, step {rows[0]['global_step']:,}): "
                   f"return {returns.mean():.1f} ± {returns.std():.1f}, length {lengths.mean():.1f} ± "
-                  f"{lengths.std():.1f} over {len(rows)} episodes")
+                  f"{lengths.std():.1f} over {len(rows)} episodes; {beyond:.0%} of action components beyond the "
+                  "bounds (ClipAction clips them)")
             if frames_wanted:
                 first_episodes.append((envs.read_mp4(os.path.join(video_dir, "episode-000.mp4")),
                                      episode_label(rows[0])))

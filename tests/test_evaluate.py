@@ -172,6 +172,24 @@ def test_a_run_that_cannot_be_evaluated_exits_with_one_line(runs, tmp_path, monk
     assert not (run / "evaluation.csv").exists()
 
 
+@pytest.mark.parametrize("head_bias, beyond", [(5.0, 1.0), (1.0, 0.0)])
+def test_beyond_bounds_is_the_share_of_mean_action_components_the_env_clips(runs, tmp_path, monkeypatch, capsys,
+                                                                             head_bias, beyond):
+    run = tmp_path / "run"
+    shutil.copytree(runs["ppo_continuous.py"], run, ignore=shutil.ignore_patterns("evaluation.csv"))
+    state = load_checkpoint(run)
+    head = max((k for k in state["agent"] if k.startswith("actor_mean.")), key=lambda k: int(k.split(".")[1]))
+    head = head.rsplit(".", 1)[0]  # the last Linear: its output is the mean action whatever the observation
+    state["agent"][head + ".weight"].zero_()
+    state["agent"][head + ".bias"].fill_(head_bias)  # InvertedPendulum-v5's bounds are +-3
+    torch.save(state, run / "checkpoint.pt")
+    evaluate_main(monkeypatch, run, "--episodes", 2, "--seed", 50)
+    assert [float(r["beyond_bounds"]) for r in read_rows(run / "evaluation.csv")] == [beyond, beyond]
+    assert f"{beyond:.0%} of action components beyond the bounds" in capsys.readouterr().out
+    evaluate_main(monkeypatch, runs["sac_sbp.py"], "--episodes", 2, "--seed", 50, "--csv", tmp_path / "sac.csv")
+    assert [float(r["beyond_bounds"]) for r in read_rows(tmp_path / "sac.csv")] == [0.0, 0.0]  # tanh-squashed
+
+
 def test_evaluate_help_documents_the_gif():
     proc = run_script("evaluate.py", "--help", run_dir=None)
     assert "--gif" in proc.stdout and "side by side" in " ".join(proc.stdout.split())
