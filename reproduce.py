@@ -1291,8 +1291,9 @@ def reproduce_command(name, budget, seeds, envs, variants):
 def distill_over_run(curves, segments=6):
     """Table 2 over the run instead of its mean: per method and task, in `segments` equal spans of
     steps, the points of curves_<budget>.csv that hold a reset (a point: one hundredth of a run, the
-    mean over its resets) and their mean distillation epochs, alpha-DKL just after the reset and policy
-    std. Built from curve rows, so runs reused from an earlier CSV count as much as runs made here."""
+    mean over its resets; counted over all seeds) and their mean distillation epochs, alpha-DKL just after
+    the reset and policy std. Built from curve rows, so runs reused from an earlier CSV count as much as
+    runs made here."""
     tags = DISTILL_METRICS
     body = []
     for label, env in dict.fromkeys((c["variant"], c["env"]) for c in curves if tags[0] in c):
@@ -1304,7 +1305,7 @@ def distill_over_run(curves, segments=6):
             span = [c for c in points if lo < c["step"] <= hi]
             body.append([label, env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(span))]
                         + [f"{np.mean(v):.3g}" if v else "–" for v in ([c[t] for c in span if t in c] for t in tags)])
-    return markdown_table(["method", "task", "steps", "hundredths of a run with a reset",
+    return markdown_table(["method", "task", "steps", "points with a reset (each 1% of a run, all seeds)",
                            "distillation epochs per reset", "alpha-DKL after the reset", "policy std"], body) \
         if body else ""
 

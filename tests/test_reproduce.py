@@ -570,7 +570,7 @@ def test_distillation_over_the_run_is_split_into_spans():
     curves += rp.run_curve({**key, "variant": "PPO", "algo": "ppo"}, 600_000, 600_000,
                            {"charts/episodic_return": [(50_000, 1.0)]}, ["charts/episodic_return"])  # no resets
     table = rp.distill_over_run(curves, segments=3).splitlines()
-    assert table[0].split(" | ")[3] == "hundredths of a run with a reset"
+    assert table[0].split(" | ")[3] == "points with a reset (each 1% of a run, all seeds)"
     # 0-200k: per seed the points (0, 6k] (epochs 1, 2), 96k and 198k; alpha-DKL and std only at the last two
     assert table[2:] == ["| P3O | Hopper-v5 | 0–200k | 6 | 2.17 | 0.15 | 0.75 |",
                          "| P3O | Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
