@@ -16,7 +16,8 @@ passed to the file as --run-dir; the file writes its one timestamped run directo
 (TensorBoard events, checkpoint.pt) and reproduce.py appends the file's output to stdout.log
 beside it. A run whose checkpoint has reached the budget's steps is finished and skipped, one
 with a checkpoint short of them is continued with --resume, one without a checkpoint is
-started (again). The experiment is not part of the directory, so experiments that share a
+started (again), or, where the same configuration finished at a shorter budget, extended: that run
+copied into its directory and the copy resumed (docs/reproduce.md). The experiment is not part of the directory, so experiments that share a
 configuration share its runs (table2, table4 and table5 reuse table1's P3O runs; the
 ablations reuse its default runs). Re-running a command after a crash or Ctrl-C loses at most
 the updates since the last checkpoint.
@@ -472,6 +473,53 @@ def prepare(run, state):
             shutil.rmtree(stale)
 
 
+EXTENDS_FILE = "extends.txt"  # in a configuration's directory: the shorter run it was copied from and continues
+
+
+def shorter_run(run):
+    """The longest finished run of the same configuration (method, task, seed and options) at a shorter
+    budget, in a sibling budget directory of the runs root (runs/reproduce/cycle/<name> for a paper run):
+    (its budget label, its State), or None. Nothing in a run depends on its length but where it stops
+    (constant learning rate, step-counted schedules), so continuing it to run.total is the longer run."""
+    found, root = None, run.directory.parent.parent
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        budget, _, override = label_dir.name.partition("-")
+        if label_dir == run.directory.parent or budget not in BUDGETS or (override and not override.isdigit()):
+            continue
+        total = total_steps(budget, ALGOS[run.variant.algo].family, run.env, override or None)
+        if total >= run.total or run_options(run.variant, run.env, budget, total)[0] != run.args:
+            continue
+        candidate = Run(run.variant, run.env, run.seed, total, label_dir / run.directory.name, run.args)
+        state = run_state(candidate) if candidate.directory.is_dir() else State("new")
+        if state.status == "done" and (found is None or state.step > found[1].step):
+            found = (label_dir.name, state)
+    return found
+
+
+def extended_state(run, source):
+    """The State of a run that continues `source` (shorter_run's State): its copy in the run's directory."""
+    return State("partial", run.directory / source.run_path.name, source.step, source.checkpoint)
+
+
+def extend(run, label, source):
+    """After prepare: copy the shorter run (checkpoints, TensorBoard events) into the run's directory, so that
+    --resume continues the copy and the shorter run's own checkpoint, which its tables and evaluations read,
+    stays as it is; its commits come first in the run's COMMITS_FILE."""
+    shutil.copytree(source.run_path, run.directory / source.run_path.name)
+    commits = run_commits(source.run_path.parent) + run_commits(run.directory)
+    (run.directory / COMMITS_FILE).write_text("".join(c + "\n" for c in commits))
+    (run.directory / EXTENDS_FILE).write_text(f"{label}/{run.name} {source.step}\n")
+
+
+def extends_note(directory):
+    """'cycle (5,000,000 steps)' for a run that extends the cycle budget's run; '' for any other."""
+    path = Path(directory) / EXTENDS_FILE
+    if not path.is_file():
+        return ""
+    source, step = path.read_text().split()
+    return f"{source.split('/')[0]} ({int(step):,} steps)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------
@@ -879,7 +927,7 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
            "seed": run.seed, "budget": budget, "total_timesteps": run.total,
            "status": f"failed: {state.error}" if state.error else state.status,
            "steps": state.step, "run_dir": os.path.relpath(state.run_path or run.directory, ROOT),
-           "commit": " ".join(run_commits(run.directory))}
+           "commit": " ".join(run_commits(run.directory)), "extends": extends_note(run.directory)}
     if state.status in ("done", "partial"):
         scalars = cached_scalars(cache, state.run_path)
         returns = scalars.get("charts/episodic_return", [])
@@ -895,13 +943,16 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
 
 
 def write_csv(path, rows, fields=CSV_FIELDS):
+    if fields is CSV_FIELDS and any(r.get("extends") for r in rows):  # the column only where a run extends one
+        fields = CSV_FIELDS + ["extends"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
-TEXT_FIELDS = ("experiment", "variant", "algo", "env", "status", "budget", "run_dir", "commit", "reused_from")
+TEXT_FIELDS = ("experiment", "variant", "algo", "env", "status", "budget", "run_dir", "commit", "reused_from",
+               "extends")
 
 
 def number(text):
@@ -1041,6 +1092,11 @@ def provenance(rows):
     if any(source for _, source in groups):
         text += (" Reused runs are drawn from the curves CSV beside the runs CSV they came from, where it "
                  "exists.")
+    extended = [f"{r['variant']} {task_name(r['env'])} seed {r['seed']} from {r['extends']}" for r in rows
+                if r.get("extends") and r.get("status") in ("done", "partial")]
+    if extended:
+        text += (" Extended from a shorter budget's finished run (its checkpoint copied and resumed, its commits "
+                 "listed first): " + "; ".join(extended) + ".")
     return text
 
 
@@ -2034,9 +2090,12 @@ def main(argv=None):
     states = {d: run_state(r) for d, r in unique.items()}
     earlier = earlier_runs(opts.reuse)
     reused = {d for d, r in unique.items() if states[d].status == "new" and run_key(key_fields(r, label)) in earlier}
+    extends = {d: shorter_run(r) for d, r in unique.items() if states[d].status == "new" and d not in reused}
+    extends = {d: found for d, found in extends.items() if found}  # {directory: (label, State)}
     counts = {s: sum(st.status == s for st in states.values()) for s in ("done", "partial", "new", "failed")}
     print(f"{', '.join(names)} [{label}]: {len(unique)} runs: {counts['done']} finished (skipped), "
-          f"{counts['partial']} to resume, {counts['new'] - len(reused)} to start"
+          f"{counts['partial']} to resume, {counts['new'] - len(reused) - len(extends)} to start"
+          + (f", {len(extends)} to extend from a shorter budget's finished run" if extends else "")
           + (f", {len(reused)} reused (--reuse; not run)" if reused else "")
           + (f", {counts['failed']} failed (not run)" if counts["failed"] else ""))
     for d, st in states.items():
@@ -2060,7 +2119,8 @@ def main(argv=None):
                 print(f"wrote {w}")
         return 0
 
-    todo = [(r, states[d]) for d, r in unique.items() if states[d].status in ("partial", "new") and d not in reused]
+    todo = [(r, extended_state(r, extends[d][1]) if d in extends else states[d]) for d, r in unique.items()
+            if states[d].status in ("partial", "new") and d not in reused]
     queued = {r.directory for r, _ in todo if slurm_pending(r)}
     if queued:
         print(f"{len(queued)} runs are still queued or running on Slurm; not starting them again")
@@ -2068,14 +2128,17 @@ def main(argv=None):
     jobs = [(r, command(r, s, opts.threads, opts.cuda)) for r, s in todo]
     if opts.dry_run:
         for (r, s), (_, argv) in zip(todo, jobs):
-            print(f"# {r.name} ({s.status}{f', at step {s.step:,}' if s.status == 'partial' else ''})")
+            print(f"# {r.name} ({s.status}{f', at step {s.step:,}' if s.status == 'partial' else ''}"
+                  + (f", extends {extends[r.directory][0]}/{r.name}" if r.directory in extends else "") + ")")
             print(" ".join(argv[:1] + [os.path.relpath(ROOT / argv[1])] + argv[2:]))
         return 0
 
     failed = [r for d, r in unique.items() if states[d].status == "failed"]
     if jobs and not opts.aggregate_only:
         for r, s in todo:
-            prepare(r, s)
+            prepare(r, states[r.directory])
+            if r.directory in extends:
+                extend(r, *extends[r.directory])
         if opts.launcher == "local":
             print(f"running {len(jobs)} runs, {opts.workers} at a time, {opts.threads} torch threads each; "
                   f"output in <run dir>/stdout.log", flush=True)
