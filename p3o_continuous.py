@@ -1,13 +1,13 @@
-"""P3O (Plastic PPO): PPO + Sustainable Backup Propagation (SBP), the paper's Algorithm 2. A copy of ppo_continuous.py
-plus SBP: `diff ppo_continuous.py p3o_continuous.py` is the method. Every --reset-frequency env steps, after the update:
+"""P3O (Plastic PPO; docs/algorithms/p3o.md): PPO + Sustainable Backup Propagation (SBP), the paper's Algorithm 2. A
+copy of ppo_continuous.py plus SBP: `diff ppo_continuous.py p3o_continuous.py` is the method. Every --reset-frequency
+env steps, after the update:
   1. copy the actor (mean network and log-std) to a frozen teacher pi_tem;
   2. cycle reset: re-initialise the input weights and bias of the next --reset-rate slice of the neurons of every hidden
      layer of the actor (a pointer walks round the layer); their Adam moments are kept (--reset-adam zeroes them);
   3. inner distillation: with the reset neurons frozen, train the rest of the actor on the rollout's observations with
      the alpha-weighted double KL alpha*KL(pi_tem||pi) + (1-alpha)*KL(pi||pi_tem) until its mean is <= --distill-tau.
 The critic is neither reset nor distilled (the paper resets and distils the policy only). Run `python p3o_continuous.py
---env-id Hopper-v5 --seed 1`, or --help. Design choices: docs/design.md; metrics: docs/metrics.md; --resume:
-docs/checkpoints.md."""
+--env-id Hopper-v5 --seed 1`, or --help. Metrics: docs/metrics.md; --resume: docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -85,7 +85,7 @@ class Args:
     reset_range: float = 1.0  # share of each hidden layer the cycle walks (1.0: whole layer; ablation: 0.2/0.5/0.8)
     reset_adam: bool = False
     """also zero the reset neurons' Adam moments (as ReDo's reference); off by default: under Adam's high step count,
-    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/design.md)"""
+    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/algorithms/p3o.md)"""
     distill_alpha: float = 0.4  # alpha of alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)
     distill_tau: float = 0.01  # distil until the mean double KL over the rollout is <= tau
     distill_max_epochs: int = 200  # safety cap on distillation epochs per reset; a warning is logged when it is hit

@@ -1,7 +1,7 @@
-"""PPO + Continual Backprop (CBP; Dohare et al., 2021, and Nature 2024, "Loss of plasticity in deep continual
-learning"), following the authors' code (loss-of-plasticity: lop/algos/gnt.py, lop/algos/rl/ppo.py). A copy of
-ppo_continuous.py plus CBP: `diff ppo_continuous.py ppo_cbp.py` is the method. After every optimiser step of the PPO
-update, generate-and-test on each hidden layer of the actor:
+"""PPO + Continual Backprop (CBP; docs/algorithms/cbp.md): Dohare et al., 2021, and Nature 2024, "Loss of plasticity
+in deep continual learning", following the authors' code (loss-of-plasticity: lop/algos/gnt.py, lop/algos/rl/ppo.py).
+A copy of ppo_continuous.py plus CBP: `diff ppo_continuous.py ppo_cbp.py` is the method. After every optimiser step
+of the PPO update, generate-and-test on each hidden layer of the actor:
   - test: every unit ages by one; its contribution utility is a running average (decay --decay-rate 0.99) of
     mean|W_next[:, i]| x mean|h_i| over the minibatch, bias-corrected by 1 - d^age; units not older than
     --maturity-threshold (10,000) steps are not eligible, and the --replacement-rate share of the eligible ones with the
@@ -13,13 +13,13 @@ update, generate-and-test on each hidden layer of the actor:
 Adam moments of replaced units are kept, as in the reference's RL runs (--reset-adam zeroes them). CBP is on the actor
 only, whose 768 neurons the paper counts (--cbp-critic adds the critic, as the reference). The default replacement rate,
 0.01 per optimiser step (not the reference's 1e-4), reproduces the paper's Table 4 count with the maturity threshold of
-10,000 (docs/design.md, CBP).
+10,000 (docs/algorithms/cbp.md).
 --inner-distill adds P3O's inner distillation (INDS ablation, Fig. 22): as the replacements happen inside the update, a
 copy of the actor is taken just before the first replacement of each update, and after the update the actor is
 distilled from it with the units replaced during the update frozen (so it also pulls the rest of that update back
 towards the copy, by at most tau).
-Run `python ppo_cbp.py --env-id Hopper-v5 --seed 1`, or --help. Design choices: docs/design.md; metrics:
-docs/metrics.md; --resume: docs/checkpoints.md."""
+Run `python ppo_cbp.py --env-id Hopper-v5 --seed 1`, or --help. Metrics: docs/metrics.md; --resume:
+docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -92,7 +92,7 @@ class Args:
     activation: Literal["tanh", "relu"] = "tanh"  # hidden activation of actor and critic
 
     # Continual Backprop (the paper's Table 3; the reference's names: rr, mt, decay_rate)
-    replacement_rate: float = 0.01  # share of eligible units replaced per generate-and-test (docs/design.md, CBP)
+    replacement_rate: float = 0.01  # share of eligible units replaced per generate-and-test (docs/algorithms/cbp.md)
     maturity_threshold: int = 10_000  # units may be replaced only when older than this many optimiser steps
     decay_rate: float = 0.99  # decay of the running averages of utility and mean activation
     cbp_period: int = 1

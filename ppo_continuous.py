@@ -1,6 +1,6 @@
-"""PPO for continuous control on the paper's Table 3, the base every training file copies (`diff ppo_continuous.py
-p3o_continuous.py` is P3O): `python ppo_continuous.py --env-id Hopper-v5 --seed 1`, or --help. How it differs from
-CleanRL's ppo_continuous_action.py: docs/design.md; metrics: docs/metrics.md; --resume: docs/checkpoints.md."""
+"""PPO for continuous control on the paper's Table 3 (docs/algorithms/ppo.md: how it differs from CleanRL's), the
+base every training file copies (`diff ppo_continuous.py p3o_continuous.py` is P3O): `python ppo_continuous.py --env-id
+Hopper-v5 --seed 1`, or --help. Metrics: docs/metrics.md; --resume: docs/checkpoints.md."""
 
 import copy
 import dataclasses

@@ -1,11 +1,11 @@
-"""PPO + Cycle reset: the "Cycle" baseline of the paper's Table 1 (Algorithm 2 without distillation). A copy of
-ppo_continuous.py plus the cycle reset (p3o_continuous.py's code): `diff ppo_continuous.py ppo_cycle.py` is the method.
-Every --reset-frequency env steps, after the update, re-initialise the input weights and bias of the next --reset-rate
-slice of the neurons of every hidden layer of the actor (a pointer walks round the layer: one cycle of ceil(1/rate)
-resets covers every neuron once), keeping their Adam moments (--reset-adam zeroes them); then train on. The critic is
-never reset. --inner-distill adds P3O's inner distillation (INDS ablation, Fig. 22), which makes this file P3O again.
-Run `python ppo_cycle.py --env-id Hopper-v5 --seed 1`, or --help. Design choices: docs/design.md; metrics:
-docs/metrics.md; --resume: docs/checkpoints.md."""
+"""PPO + Cycle reset (docs/algorithms/cycle.md): the "Cycle" baseline of the paper's Table 1 (Algorithm 2 without
+distillation). A copy of ppo_continuous.py plus the cycle reset (p3o_continuous.py's code): `diff ppo_continuous.py
+ppo_cycle.py` is the method. Every --reset-frequency env steps, after the update, re-initialise the input weights and
+bias of the next --reset-rate slice of the neurons of every hidden layer of the actor (a pointer walks round the layer:
+one cycle of ceil(1/rate) resets covers every neuron once), keeping their Adam moments (--reset-adam zeroes them); then
+train on. The critic is never reset. --inner-distill adds P3O's inner distillation (INDS ablation, Fig. 22), which
+makes this file P3O again. Run `python ppo_cycle.py --env-id Hopper-v5 --seed 1`, or --help. Metrics: docs/metrics.md;
+--resume: docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -83,7 +83,7 @@ class Args:
     reset_range: float = 1.0  # share of each hidden layer the cycle walks (1.0: whole layer; ablation: 0.2/0.5/0.8)
     reset_adam: bool = False
     """also zero the reset neurons' Adam moments (as ReDo's reference); off by default: under Adam's high step count,
-    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/design.md)"""
+    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/algorithms/p3o.md)"""
     inner_distill: bool = False  # after each reset, distil from a copy of the pre-reset actor (INDS ablation, Fig. 22)
     distill_alpha: float = 0.4  # alpha of alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)
     distill_tau: float = 0.01  # distil until the mean double KL over the rollout is <= tau

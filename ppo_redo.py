@@ -1,6 +1,6 @@
-"""PPO + ReDo (Sokar et al., 2023, "The Dormant Neuron Phenomenon in Deep RL"), as the paper uses it. A copy of
-ppo_continuous.py plus ReDo: `diff ppo_continuous.py ppo_redo.py` is the method. Every --reset-frequency env steps,
-after the update:
+"""PPO + ReDo (docs/algorithms/redo.md; Sokar et al., 2023, "The Dormant Neuron Phenomenon in Deep RL"), as the
+paper uses it. A copy of ppo_continuous.py plus ReDo: `diff ppo_continuous.py ppo_redo.py` is the method. Every
+--reset-frequency env steps, after the update:
   1. score every hidden neuron of the actor on the rollout's observations: its mean |activation| over the mean of that
      over its layer (ReDo's score);
   2. select, per hidden layer, the bottom floor(--reset-rate x width) neurons by score: the paper's modification
@@ -10,8 +10,8 @@ after the update:
   3. reset as ReDo does: re-initialise their input weights and bias, zero their outgoing weights (the next Linear's
      columns). ReDo's reference also zeroes the Adam moments of both; here they are kept unless --reset-adam.
 --inner-distill adds P3O's inner distillation after each reset (INDS ablation, Fig. 22). The critic is never reset.
-Run `python ppo_redo.py --env-id Hopper-v5 --seed 1`, or --help. Design choices: docs/design.md; metrics:
-docs/metrics.md; --resume: docs/checkpoints.md."""
+Run `python ppo_redo.py --env-id Hopper-v5 --seed 1`, or --help. Metrics: docs/metrics.md; --resume:
+docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -91,7 +91,7 @@ class Args:
     use 0.025 to 0.1); off by default, as the paper"""
     reset_adam: bool = False
     """also zero the reset neurons' Adam moments (as ReDo's reference); off by default: under Adam's high step count,
-    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/design.md)"""
+    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/algorithms/p3o.md)"""
     inner_distill: bool = False  # after each reset, distil from a copy of the pre-reset actor (INDS ablation, Fig. 22)
     distill_alpha: float = 0.4  # alpha of alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher)
     distill_tau: float = 0.01  # distil until the mean double KL over the rollout is <= tau

@@ -1,6 +1,6 @@
-"""SAC with Sustainable Backup Propagation (SBP), the paper's Appendix A.5 and Table 6. CleanRL-style SAC
-(sac_continuous_action.py: twin Q networks with Polyak-averaged targets, a tanh-squashed Gaussian actor with
-state-dependent log-std, automatic entropy tuning, delayed policy updates) plus SBP on the actor. Every
+"""SAC with Sustainable Backup Propagation (SBP; docs/algorithms/sac_sbp.md), the paper's Appendix A.5 and Table 6.
+CleanRL-style SAC (sac_continuous_action.py: twin Q networks with Polyak-averaged targets, a tanh-squashed Gaussian
+actor with state-dependent log-std, automatic entropy tuning, delayed policy updates) plus SBP on the actor. Every
 --reset-frequency environment steps:
   1. copy the actor to a frozen teacher;
   2. reset --reset-rate of the neurons of every hidden layer of the actor (input weights and bias re-drawn from the
@@ -17,8 +17,8 @@ The critics are neither reset nor distilled. `--reset none` is plain SAC, so one
     python sac_sbp.py --env-id Hopper-v5 --reset redo            # SAC + ReDo + distillation
     python sac_sbp.py --env-id Hopper-v5 --reset cycle --no-inner-distill
 
-How it differs from CleanRL's sac_continuous_action.py: docs/design.md; metrics: docs/metrics.md; --resume:
-docs/checkpoints.md."""
+How it differs from CleanRL's sac_continuous_action.py: docs/algorithms/sac_sbp.md; metrics: docs/metrics.md;
+--resume: docs/checkpoints.md."""
 
 import copy
 import dataclasses
@@ -115,7 +115,7 @@ class Args:
     (Sokar et al. use 0.025 to 0.1); off by default, as the paper"""
     reset_adam: bool = False
     """also zero the reset neurons' Adam moments (as ReDo's reference); off by default: under Adam's high step count,
-    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/design.md)"""
+    zeroed moments move the fresh weights 2-4x as far as the others in the next update (docs/algorithms/p3o.md)"""
     distill_alpha: float = 0.8  # alpha of alpha*KL(teacher||student) + (1-alpha)*KL(student||teacher) (Table 6: 0.8)
     distill_samples: int = 8_192  # replay observations for ReDo scores and distillation (Table 6: 8,192)
     distill_tau: float = 0.01  # distil until the mean double KL over the sample is <= tau

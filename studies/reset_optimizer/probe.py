@@ -1,5 +1,5 @@
 """What a reset does to Adam and to the next PPO updates: the measurement behind
-results/reset_optimizer/reset_optimizer.md (docs/design.md, P3O's choices).
+results/reset_optimizer/reset_optimizer.md (docs/algorithms/p3o.md, item 7).
 
 Continues a p3o_continuous.py run from a copy of its checkpoint for --steps environment steps,
 with the reset's treatment of the reset rows' Adam state replaced by one of:
