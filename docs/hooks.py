@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "results"
 ARGS = r'\(\s*"(?P<file>[^"]+)"\s*,\s*"(?P<name>[^"]+)"\s*(?:,\s*section\s*=\s*"(?P<section>[^"]+)"\s*)?\)'
 CODE = re.compile(r"^(?P<indent>[ \t]*)\{\{\s*code" + ARGS + r"\s*\}\}[ \t]*$", re.M)  # alone on its line
+LONG = 25  # lines: a longer code block comes folded
 REF = re.compile(r"\{\{\s*ref" + ARGS + r"\s*\}\}")  # anywhere in a line
 
 
@@ -90,9 +91,16 @@ def label(match):
 
 
 def render_code(match):
+    """A code block titled with the file, the lines and the name; one longer than LONG lines comes folded, its title
+    showing, so that a detail's text is not lost between long listings."""
     first, last, source = locate(match["file"], match["name"], match["section"])
-    block = [f'```python title="{match["file"]}, lines {first}–{last}: {label(match)}" linenums="{first}"',
-             *textwrap.dedent("\n".join(source)).splitlines(), "```"]
+    title = f"{match['file']}, lines {first}–{last}: {label(match)}"
+    code = textwrap.dedent("\n".join(source)).splitlines()
+    if len(code) <= LONG:
+        block = [f'```python title="{title}" linenums="{first}"', *code, "```"]
+    else:
+        block = [f'??? example "{title} ({len(code)} lines: open to read)"', "",
+                 f'    ```python linenums="{first}"', *["    " + line if line else line for line in code], "    ```"]
     return "\n".join(match["indent"] + line if line else line for line in block)
 
 
@@ -108,6 +116,32 @@ def expand(markdown):
     if left:
         raise PluginError(f"docs: cannot read the directive {left.group(0)!r}")
     return markdown
+
+
+def github_lists(markdown):
+    """Lists as GitHub reads them, for Python-Markdown: a blank line before a list that follows a paragraph, and nested
+    items indented 4 spaces a level (GitHub nests at 2). The guides and results/README.md are read on GitHub too."""
+    out, fence, stack, prev = [], False, [], ""
+    for line in markdown.split("\n"):
+        item = None if fence else re.match(r"^( *)([-*+]|\d+[.)]) ", line)
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        elif item:
+            indent = len(item[1])
+            if not stack:
+                if prev.strip():
+                    out.append("")
+                stack = [indent]
+            while len(stack) > 1 and indent < stack[-1]:
+                stack.pop()
+            if indent > stack[-1]:
+                stack.append(indent)
+            line = " " * 4 * (len(stack) - 1) + line[indent:]
+        elif line.strip() and not line.startswith(" ") and not prev.strip():
+            stack = []  # a paragraph after a blank line ends the list
+        out.append(line)
+        prev = line
+    return "\n".join(out)
 
 
 def results_files():
@@ -135,6 +169,7 @@ def gallery(page_src):
             out += [f"    **`{table}`**", ""]
             text = (ROOT / table).read_text()
             text = re.sub(r"^#+ *(.*)$", r"*\1*", text, flags=re.M)  # its headings as text: not in the page's contents
+            text = github_lists(text)
             out += ["    " + line if line else line for line in text.splitlines()] + [""]
         for figure in figures:
             link = Path(figure).relative_to(here).as_posix()
@@ -150,7 +185,7 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown, page, config, files):
-    markdown = expand(markdown)
+    markdown = expand(github_lists(markdown))
     if page.file.src_uri == f"{RESULTS}/README.md":
         # written for the repository, where docs/ is a folder beside results/; on the site docs/ is the root
         markdown = markdown.replace("](../docs/", "](../") + gallery(page.file.src_uri)
