@@ -86,6 +86,10 @@ def locate(filename, name, section=None):
     return first, last, lines[first - 1:last]
 
 
+def lines_of(first, last):
+    return f"line {first}" if first == last else f"lines {first}–{last}"
+
+
 def label(match):
     return f"{match['name']}, section '{match['section']}'" if match["section"] else match["name"]
 
@@ -94,19 +98,20 @@ def render_code(match):
     """A code block titled with the file, the lines and the name; one longer than LONG lines comes folded, its title
     showing, so that a detail's text is not lost between long listings."""
     first, last, source = locate(match["file"], match["name"], match["section"])
-    title = f"{match['file']}, lines {first}–{last}: {label(match)}"
+    title = f"{match['file']}, {lines_of(first, last)}: {label(match)}"
     code = textwrap.dedent("\n".join(source)).splitlines()
     if len(code) <= LONG:
         block = [f'```python title="{title}" linenums="{first}"', *code, "```"]
     else:
-        block = [f'??? example "{title} ({len(code)} lines: open to read)"', "",
+        shown = title.replace("_", "\\_")  # a folded block's title is read as Markdown: __call__ is no emphasis
+        block = [f'??? example "{shown} ({len(code)} lines: open to read)"', "",
                  f'    ```python linenums="{first}"', *["    " + line if line else line for line in code], "    ```"]
     return "\n".join(match["indent"] + line if line else line for line in block)
 
 
 def render_ref(match):
     first, last, _ = locate(match["file"], match["name"], match["section"])
-    return f"`{label(match)}` (`{match['file']}`, lines {first}–{last})"
+    return f"`{label(match)}` (`{match['file']}`, {lines_of(first, last)})"
 
 
 def expand(markdown):
