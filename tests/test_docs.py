@@ -133,3 +133,12 @@ def test_each_training_file_opens_with_its_page_and_the_page_has_numbered_detail
 def test_github_style_lists_become_python_markdown_lists():
     text = "Where:\n- one\n  - nested\n- two\n\nAfter.\n```\n- not a list\n```\n"
     assert hooks.github_lists(text) == "Where:\n\n- one\n    - nested\n- two\n\nAfter.\n```\n- not a list\n```\n"
+
+
+def test_the_readmes_relative_links_name_files_that_exist():
+    for readme in ("README.md", "results/README.md"):
+        text = (ROOT / readme).read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if not re.match(r"[a-z]+://|#", target):
+                path = (ROOT / readme).parent / target.split("#")[0]
+                assert path.exists(), (readme, target)
