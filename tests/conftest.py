@@ -1,12 +1,15 @@
-"""Shared helpers: run an algorithm file as a user would, and read its TensorBoard scalars; plan the runs of
-an experiment of reproduce.py and make hand-made runs and CSV rows for its tests."""
+"""Shared helpers: run an algorithm file as a user would, and read its TensorBoard scalars; the runs the tests
+share (shared_runs); plan the runs of an experiment of reproduce.py and make hand-made runs and CSV rows for its
+tests."""
 
 import dataclasses
 import importlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +102,52 @@ def load_checkpoint(run_path):
 @pytest.fixture
 def tiny():
     return list(TINY)
+
+
+class SharedRuns:
+    """Training runs that tests only read, or copy before they resume them: each configuration (file and
+    arguments) trains once per session, as run_script runs it, in one of os.cpu_count() processes at a time."""
+
+    def __init__(self, directory):
+        self.directory, self.futures = Path(directory), {}
+        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+
+    def start(self, script, *args):
+        """Start the run in the background (once); the future of its run directory."""
+        key = (script, *map(str, args))
+        if key not in self.futures:
+            run_dir = self.directory / f"run{len(self.futures)}"
+            self.futures[key] = self.pool.submit(self.train, script, args, run_dir)
+        return self.futures[key]
+
+    @staticmethod
+    def train(script, args, run_dir):
+        run_script(script, *args, run_dir=run_dir, timeout=600)
+        return only_run(run_dir)
+
+    def path(self, script, *args):
+        """The one run directory of the finished run (for reading only)."""
+        return self.start(script, *args).result()
+
+    def copy(self, script, *args, to):
+        """A copy of the finished run under the new directory `to`: its one run directory, to change as one's own."""
+        shutil.copytree(self.path(script, *args).parent, to)
+        return only_run(to)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_runs(request, tmp_path_factory):
+    """The session's SharedRuns. A test module names the runs its tests share in SHARED_RUNS, {the name of a test
+    or of a fixture: [(file, *arguments)]}; those of every test selected start at the session's first test, so
+    they train while the tests before theirs run."""
+    runs = SharedRuns(tmp_path_factory.mktemp("shared_runs"))
+    for item in request.session.items:
+        wanted = getattr(item.module, "SHARED_RUNS", {})
+        for name in (item.originalname, *item.fixturenames):
+            for run in wanted.get(name, ()):
+                runs.start(*run)
+    yield runs
+    runs.pool.shutdown()
 
 
 # ---- reproduce.py: planned runs, hand-made runs and CSV rows ----
