@@ -1,16 +1,25 @@
-"""Shared helpers: run an algorithm file as a user would, and read its TensorBoard scalars."""
+"""Shared helpers: run an algorithm file as a user would, and read its TensorBoard scalars; the runs the tests
+share (shared_runs); plan the runs of an experiment of reproduce.py and make hand-made runs and CSV rows for its
+tests."""
 
+import dataclasses
+import importlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from reproduce_utils import plan, registry  # noqa: E402 (from the repository, on the path above)
 
 # A tiny, fast configuration for end-to-end runs: 2 envs x 256 steps = 512-step rollouts.
 TINY = ["--env-id", "InvertedPendulum-v5", "--num-envs", "2", "--num-steps", "256", "--minibatch-size", "128",
@@ -93,3 +102,112 @@ def load_checkpoint(run_path):
 @pytest.fixture
 def tiny():
     return list(TINY)
+
+
+class SharedRuns:
+    """Training runs that tests only read, or copy before they resume them: each configuration (file and
+    arguments) trains once per session, as run_script runs it, in one of os.cpu_count() processes at a time."""
+
+    def __init__(self, directory):
+        self.directory, self.futures = Path(directory), {}
+        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+
+    def start(self, script, *args):
+        """Start the run in the background (once); the future of its run directory."""
+        key = (script, *map(str, args))
+        if key not in self.futures:
+            run_dir = self.directory / f"run{len(self.futures)}"
+            self.futures[key] = self.pool.submit(self.train, script, args, run_dir)
+        return self.futures[key]
+
+    @staticmethod
+    def train(script, args, run_dir):
+        run_script(script, *args, run_dir=run_dir, timeout=600)
+        return only_run(run_dir)
+
+    def path(self, script, *args):
+        """The one run directory of the finished run (for reading only)."""
+        return self.start(script, *args).result()
+
+    def copy(self, script, *args, to):
+        """A copy of the finished run under the new directory `to`: its one run directory, to change as one's own."""
+        shutil.copytree(self.path(script, *args).parent, to)
+        return only_run(to)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_runs(request, tmp_path_factory):
+    """The session's SharedRuns. A test module names the runs its tests share in SHARED_RUNS, {the name of a test
+    or of a fixture: [(file, *arguments)]}; those of every test selected start at the session's first test, so
+    they train while the tests before theirs run."""
+    runs = SharedRuns(tmp_path_factory.mktemp("shared_runs"))
+    for item in request.session.items:
+        wanted = getattr(item.module, "SHARED_RUNS", {})
+        for name in (item.originalname, *item.fixturenames):
+            for run in wanted.get(name, ()):
+                runs.start(*run)
+    yield runs
+    runs.pool.shutdown()
+
+
+# ---- reproduce.py: planned runs, hand-made runs and CSV rows ----
+
+PPO_SMOKE_ARGS = {"num_envs": 2, "num_steps": 256}
+
+
+def saved_args(script, args=None):
+    """A checkpoint's arguments as `script` writes them (every field of its Args): its defaults, the smoke
+    rollout shape and `args`."""
+    defaults = dataclasses.asdict(importlib.import_module(Path(script).stem).Args())
+    return {**defaults, **{k: v for k, v in {**PPO_SMOKE_ARGS, **(args or {})}.items() if k in defaults}}
+
+
+def plan_runs(name, budget="smoke", seeds=(1,), envs=("Hopper-v5",), algos=None, runs_dir="runs/reproduce", total=None):
+    runs, missing = plan.plan(registry.EXPERIMENTS[name], budget, list(seeds), list(envs), algos, runs_dir, total)
+    assert not missing, missing
+    return runs
+
+
+def by_name(runs):
+    return {(r.variant.name, r.env, r.seed): r for r in runs}
+
+
+def fake_run(run, global_step, state=None, returns=(), args=None):
+    """A hand-made finished (or partial) run inside a configuration's directory: one TensorBoard
+    event file of episodic returns and a checkpoint with `global_step` and a method state."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = run.directory / f"{run.env.replace('/', '_')}__{run.variant.algo}__{run.seed}__1700000000"
+    path.mkdir(parents=True)
+    writer = SummaryWriter(str(path))
+    for i, value in enumerate(returns):
+        writer.add_scalar("charts/episodic_return", value, 100 * (i + 1))
+        writer.add_scalar("plasticity/actor_weight_magnitude", 0.1 + 0.001 * i, 100 * (i + 1))
+    writer.close()
+    torch.save({"script": run.script, "format": 1, "global_step": global_step,
+                "args": saved_args(run.script, args), **(state or {})}, path / "checkpoint.pt")
+    return path
+
+
+def fake_long_run(run, reached, offset, every=50_000):
+    """A hand-made run that logged return step / 1000 + offset (and an FAU) every `every` steps up to `reached`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = run.directory / f"{run.env.replace('/', '_')}__{run.variant.algo}__{run.seed}__1700000000"
+    path.mkdir(parents=True)
+    writer = SummaryWriter(str(path))
+    for step in range(every, reached + 1, every):
+        writer.add_scalar("charts/episodic_return", step / 1000 + offset, step)
+        writer.add_scalar("plasticity/actor_fau", 1 - step / 1e7, step)
+    writer.close()
+    # whole rollouts of 2 x 256 steps stop short of the total: 5,000,000 -> 4,999,680
+    torch.save({"script": run.script, "format": 1, "global_step": reached - reached % 512,
+                "args": saved_args(run.script)},
+               path / "checkpoint.pt")
+
+
+def rows_of(returns, env="HalfCheetah-v5", key="final_return"):
+    """Finished CSV rows: {method label: [return of seed 1, seed 2, ...]}."""
+    algos = {v.name: v.algo for v in registry.BASELINES}
+    return [{"variant": name, "algo": algos[name], "env": env, "seed": seed, "status": "done", key: value}
+            for name, values in returns.items() for seed, value in enumerate(values, 1)]

@@ -13,9 +13,23 @@ import p3o_continuous as p3o
 import ppo_cbp as cbp
 import ppo_cycle as cycle
 import ppo_redo as redo
-from conftest import ROOT, load_checkpoint, only_run, read_scalars, run_script
+from conftest import ROOT, TINY, load_checkpoint, read_scalars, run_script
 
 BASELINES = {"ppo_cycle.py": cycle, "ppo_redo.py": redo, "ppo_cbp.py": cbp}
+# the end-to-end runs: 2048 steps straight, and 1024 to resume (run_full_and_resumed); Cycle with inner distillation
+# beside P3O
+CYCLE = ("ppo_cycle.py", *TINY, "--reset-frequency", "512", "--reset-rate", "0.25")
+REDO = ("ppo_redo.py", *TINY, "--reset-frequency", "512", "--reset-rate", "0.1", "--inner-distill")
+CBP = ("ppo_cbp.py", *TINY, "--maturity-threshold", "5", "--replacement-rate", "0.05", "--cbp-critic",
+       "--inner-distill")
+AS_P3O = (*TINY, "--total-timesteps", "2048", "--reset-frequency", "512", "--reset-rate", "0.25")
+SHARED_RUNS = {
+    **{test: [(*run, "--total-timesteps", total) for total in ("2048", "1024")] for test, run in (
+        ("test_cycle_end_to_end_resets_one_full_cycle_and_resumes_exactly", CYCLE),
+        ("test_redo_end_to_end_with_inner_distillation_resumes_exactly", REDO),
+        ("test_cbp_end_to_end_with_critic_and_distillation_resumes_exactly", CBP))},
+    "test_cycle_with_inner_distillation_is_p3o": [("ppo_cycle.py", *AS_P3O, "--inner-distill"),
+                                                  ("p3o_continuous.py", *AS_P3O)]}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -69,12 +83,12 @@ def test_bad_method_arguments_are_rejected(module, overrides, message):
     module.validate_args(module.Args())  # the defaults pass
 
 
-def run_full_and_resumed(script, args, tmp_path, total=2048):
-    """Run `total` steps straight, and half then --resume to `total`: the agents must be identical."""
-    run_script(script, *args, "--total-timesteps", total, run_dir=tmp_path / "full")
-    full = only_run(tmp_path / "full")
-    run_script(script, *args, "--total-timesteps", total // 2, run_dir=tmp_path / "split")
-    split = only_run(tmp_path / "split")
+def run_full_and_resumed(shared_runs, run, tmp_path, total=2048):
+    """Run `total` steps straight, and half then --resume to `total`: the agents must be identical. run: the file
+    and its arguments."""
+    script = run[0]
+    full = shared_runs.path(*run, "--total-timesteps", total)
+    split = shared_runs.copy(*run, "--total-timesteps", total // 2, to=tmp_path / "split")
     proc = run_script(script, "--resume", split, "--total-timesteps", total, run_dir=tmp_path / "unused")
     assert "resumed" in proc.stdout
     a, b = load_checkpoint(full), load_checkpoint(split)
@@ -108,10 +122,9 @@ def test_cycle_reset_covers_every_neuron_exactly_once_per_cycle(width, rate):
     assert (counts == 1).all()
 
 
-def test_cycle_end_to_end_resets_one_full_cycle_and_resumes_exactly(tmp_path, tiny):
+def test_cycle_end_to_end_resets_one_full_cycle_and_resumes_exactly(tmp_path, shared_runs):
     # 4 resets of 25% (one per 512-step update) = one cycle over every neuron of the 3 x 32 actor
-    args = [*tiny, "--reset-frequency", "512", "--reset-rate", "0.25"]
-    full, a, b = run_full_and_resumed("ppo_cycle.py", args, tmp_path)
+    full, a, b = run_full_and_resumed(shared_runs, CYCLE, tmp_path)
     tags = read_scalars(full)
     for key in TABLE4_KEYS + ["reset/pointer", "plasticity/actor_dormant_ratio"]:
         assert key in tags, key
@@ -123,15 +136,13 @@ def test_cycle_end_to_end_resets_one_full_cycle_and_resumes_exactly(tmp_path, ti
     assert "reset/distill_epochs" not in tags
 
 
-def test_cycle_with_inner_distillation_is_p3o(tmp_path, tiny):
-    args = [*tiny, "--total-timesteps", "2048", "--reset-frequency", "512", "--reset-rate", "0.25"]
-    run_script("ppo_cycle.py", *args, "--inner-distill", run_dir=tmp_path / "cycle")
-    run_script("p3o_continuous.py", *args, run_dir=tmp_path / "p3o")
-    a, b = load_checkpoint(only_run(tmp_path / "cycle")), load_checkpoint(only_run(tmp_path / "p3o"))
+def test_cycle_with_inner_distillation_is_p3o(shared_runs):
+    cycle_run = shared_runs.path("ppo_cycle.py", *AS_P3O, "--inner-distill")
+    a, b = load_checkpoint(cycle_run), load_checkpoint(shared_runs.path("p3o_continuous.py", *AS_P3O))
     assert a["cycle"]["distill_epochs"] == b["sbp"]["distill_epochs"] > 0
     for name, tensor in a["agent"].items():
         assert torch.equal(tensor, b["agent"][name]), name
-    assert "reset/distill_epochs" in read_scalars(only_run(tmp_path / "cycle"))
+    assert "reset/distill_epochs" in read_scalars(cycle_run)
 
 
 # ---- ReDo ----
@@ -192,10 +203,9 @@ def test_redo_reset_zeroes_outgoing_weights_and_changes_output_only_through_them
     assert torch.equal(state_out["exp_avg"][:, others], moments["b"][:, others])
 
 
-def test_redo_end_to_end_with_inner_distillation_resumes_exactly(tmp_path, tiny):
+def test_redo_end_to_end_with_inner_distillation_resumes_exactly(tmp_path, shared_runs):
     # floor(0.1 x 32) = 3 neurons per layer, 9 per reset, 4 resets (one per 512-step update)
-    args = [*tiny, "--reset-frequency", "512", "--reset-rate", "0.1", "--inner-distill"]
-    full, a, b = run_full_and_resumed("ppo_redo.py", args, tmp_path)
+    full, a, b = run_full_and_resumed(shared_runs, REDO, tmp_path)
     tags = read_scalars(full)
     for key in TABLE4_KEYS + ["reset/neurons_reset", "reset/distill_epochs", "reset/distill_to_ppo_epochs"]:
         assert key in tags, key
@@ -323,10 +333,9 @@ def test_cbp_replacement_count_matches_rate_x_steps_x_eligible(rate, width, peri
     assert state["steps"] == steps and state["ages"].max() == steps  # ages move every step, whatever the period
 
 
-def test_cbp_end_to_end_with_critic_and_distillation_resumes_exactly(tmp_path, tiny):
+def test_cbp_end_to_end_with_critic_and_distillation_resumes_exactly(tmp_path, shared_runs):
     # 2 epochs x 4 minibatches = 8 optimiser steps per update: units mature after 5 steps
-    args = [*tiny, "--maturity-threshold", "5", "--replacement-rate", "0.05", "--cbp-critic", "--inner-distill"]
-    full, a, b = run_full_and_resumed("ppo_cbp.py", args, tmp_path)
+    full, a, b = run_full_and_resumed(shared_runs, CBP, tmp_path)
     tags = read_scalars(full)
     for key in TABLE4_KEYS + ["reset/neurons_reset", "reset/mature_share", "reset/critic_total_resets",
                               "reset/distill_epochs"]:

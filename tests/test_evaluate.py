@@ -11,7 +11,7 @@ import torch
 
 import envs
 import evaluate
-from conftest import TINY, load_checkpoint, only_run, read_scalars, run_script
+from conftest import TINY, load_checkpoint, read_scalars, run_script
 from test_sac import TINY_SAC
 
 # per file: a run of 2 updates (SAC: 600 steps, 300 of them learning) that goes through the file's method
@@ -20,19 +20,17 @@ METHOD = {"ppo_continuous.py": [], "p3o_continuous.py": ["--reset-frequency", "5
           "ppo_redo.py": ["--reset-frequency", "512", "--reset-rate", "0.1"],
           "ppo_cbp.py": ["--maturity-threshold", "5", "--replacement-rate", "0.05"],
           "sac_sbp.py": ["--reset-frequency", "100"]}
+RUNS = {script: (script, *([*TINY_SAC, "--total-timesteps", "600"] if script == "sac_sbp.py" else
+                           [*TINY, "--total-timesteps", "1024"]), *method) for script, method in METHOD.items()}
+SHARED_RUNS = {"runs": list(RUNS.values())}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """{file: its run directory}, each a short run on InvertedPendulum-v5 (SAC: Pendulum-v1)."""
-    out = {}
-    for script, method in METHOD.items():
-        sac = script == "sac_sbp.py"
-        base = [*TINY_SAC, "--total-timesteps", "600"] if sac else [*TINY, "--total-timesteps", "1024"]
-        run_dir = tmp_path_factory.mktemp(script[:-3])
-        run_script(script, *base, *method, run_dir=run_dir)
-        out[script] = only_run(run_dir)
-    return out
+def runs(tmp_path_factory, shared_runs):
+    """{file: its run directory}, each a short run on InvertedPendulum-v5 (SAC: Pendulum-v1), copied here (the
+    tests write their evaluations beside it)."""
+    return {script: shared_runs.copy(*run, to=tmp_path_factory.mktemp(script[:-3]) / "run")
+            for script, run in RUNS.items()}
 
 
 def evaluate_main(monkeypatch, *argv):

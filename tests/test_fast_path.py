@@ -17,7 +17,7 @@ import torch
 import p3o_continuous as p3o
 import ppo_continuous as ppo
 import sac_sbp as sac
-from conftest import TINY, load_checkpoint, only_run, read_scalars, run_script
+from conftest import TINY, load_checkpoint, read_scalars
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -137,20 +137,20 @@ def test_compiled_sac_updates_with_reset_and_distillation_match_eager():
     torch.testing.assert_close(nets[1][2], nets[0][2], **TOL)
 
 
-@pytest.mark.parametrize("script, extra", [
-    ("p3o_continuous.py", ["--reset-frequency", "512", "--reset-rate", "0.25"]),
-    ("ppo_cbp.py", ["--inner-distill", "--maturity-threshold", "10", "--replacement-rate", "0.01"]),
-    ("sac_sbp.py", None),
-])
-def test_runs_with_compile_train_reset_and_checkpoint(tmp_path, script, extra):
-    if extra is None:  # SAC: a tiny configuration with a cycle reset and distillation
-        args = ["--env-id", "Pendulum-v1", "--hidden-dim", "32", "--batch-size", "64", "--learning-starts", "300",
-                "--threads", "1", "--total-timesteps", "900", "--reset-frequency", "400", "--reset-rate", "0.25",
-                "--distill-samples", "256", "--log-every", "100", "--metrics-every", "300"]
-    else:
-        args = [*TINY, "--total-timesteps", "1024", *extra]
-    run_script(script, *args, "--compile", run_dir=tmp_path, timeout=600)
-    run = only_run(tmp_path)
+COMPILED = {  # SAC: a tiny configuration with a cycle reset and distillation
+    "p3o_continuous.py": [*TINY, "--total-timesteps", "1024", "--reset-frequency", "512", "--reset-rate", "0.25"],
+    "ppo_cbp.py": [*TINY, "--total-timesteps", "1024", "--inner-distill", "--maturity-threshold", "10",
+                   "--replacement-rate", "0.01"],
+    "sac_sbp.py": ["--env-id", "Pendulum-v1", "--hidden-dim", "32", "--batch-size", "64", "--learning-starts", "300",
+                   "--threads", "1", "--total-timesteps", "900", "--reset-frequency", "400", "--reset-rate", "0.25",
+                   "--distill-samples", "256", "--log-every", "100", "--metrics-every", "300"]}
+SHARED_RUNS = {"test_runs_with_compile_train_reset_and_checkpoint": [
+    (script, *args, "--compile") for script, args in COMPILED.items()]}
+
+
+@pytest.mark.parametrize("script", COMPILED)
+def test_runs_with_compile_train_reset_and_checkpoint(script, shared_runs):
+    run = shared_runs.path(script, *COMPILED[script], "--compile")
     scalars = read_scalars(run)
     assert load_checkpoint(run)["args"]["compile"] is True
     assert "reset/distill_epochs" in scalars and all(np.isfinite(v) for _, v in scalars["reset/distill_epochs"])

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import p3o_continuous as p3o
-from conftest import assert_rejected, load_checkpoint, only_run, read_scalars, run_script
+from conftest import TINY, assert_rejected, load_checkpoint, read_scalars, run_script
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 0.4])
@@ -132,10 +132,16 @@ def test_bad_sbp_arguments_fail_before_any_work(tmp_path, bad_args, message):
     assert_rejected("p3o_continuous.py", bad_args, message, tmp_path)
 
 
-def test_end_to_end_resets_log_and_resume_continues_the_cycle(tmp_path, tiny):
-    sbp = ["--reset-frequency", "512", "--reset-rate", "0.1"]
-    run_script("p3o_continuous.py", *tiny, *sbp, "--total-timesteps", "3072", run_dir=tmp_path / "full")
-    full = only_run(tmp_path / "full")
+SBP = ("p3o_continuous.py", *TINY, "--reset-frequency", "512", "--reset-rate", "0.1")
+RECOVERY = {mode: ("p3o_continuous.py", *TINY, "--reset-frequency", "512", "--recovery", mode, "--recovery-return",
+                   "1e9", "--total-timesteps", "2048") for mode in ("train", "none")}
+SHARED_RUNS = {"test_end_to_end_resets_log_and_resume_continues_the_cycle": [
+                   (*SBP, "--total-timesteps", "3072"), (*SBP, "--total-timesteps", "1536")],
+               "test_recovery_train_and_none_modes_run": list(RECOVERY.values())}
+
+
+def test_end_to_end_resets_log_and_resume_continues_the_cycle(tmp_path, shared_runs):
+    full = shared_runs.path(*SBP, "--total-timesteps", "3072")
     tags = read_scalars(full)
     for key in ["reset/distill_epochs", "reset/distill_loss_start", "reset/distill_loss_end", "reset/pointer",
                 "reset/total_distill_epochs", "reset/distill_to_ppo_epochs", "reset/total_resets",
@@ -147,8 +153,7 @@ def test_end_to_end_resets_log_and_resume_continues_the_cycle(tmp_path, tiny):
     assert a["reset_index"] == 6 and a["resets"] == 6
     assert a["reset_counts"].sum() == 3 * p3o.cycle_slice(5, 0.1, 32)[1]  # 3 layers of 32, first 6 slices
     # stop after 3 rollouts, resume to 6: same cycle position and same network as uninterrupted
-    run_script("p3o_continuous.py", *tiny, *sbp, "--total-timesteps", "1536", run_dir=tmp_path / "split")
-    split = only_run(tmp_path / "split")
+    split = shared_runs.copy(*SBP, "--total-timesteps", "1536", to=tmp_path / "split")
     assert load_checkpoint(split)["sbp"]["reset_index"] == 3
     run_script("p3o_continuous.py", "--resume", split, "--total-timesteps", "3072", run_dir=tmp_path / "x")
     b = load_checkpoint(split)
@@ -158,11 +163,9 @@ def test_end_to_end_resets_log_and_resume_continues_the_cycle(tmp_path, tiny):
         assert torch.equal(tensor, b["agent"][name]), name
 
 
-def test_recovery_train_and_none_modes_run(tmp_path, tiny):
+def test_recovery_train_and_none_modes_run(shared_runs):
     for mode in ("train", "none"):
-        run_script("p3o_continuous.py", *tiny, "--reset-frequency", "512", "--recovery", mode,
-                   "--recovery-return", "1e9", "--total-timesteps", "2048", run_dir=tmp_path / mode)
-        sbp = load_checkpoint(only_run(tmp_path / mode))["sbp"]
+        sbp = load_checkpoint(shared_runs.path(*RECOVERY[mode]))["sbp"]
         assert sbp["distill_epochs"] == 0
         if mode == "train":  # unreachable return: one reset, then every later update is recovery
             assert sbp["resets"] == 1 and sbp["recovering"] and sbp["recovery_epochs"] == 3 * 2

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 import ppo_continuous as ppo
-from conftest import (assert_rejected, first_and_last_returns, interrupt_run, load_checkpoint, only_run, read_scalars,
-                      run_script)
+from conftest import (TINY, assert_rejected, first_and_last_returns, interrupt_run, load_checkpoint, only_run,
+                      read_scalars, run_script)
 
 
 def test_gae_hand_computed_with_truncation_and_termination():
@@ -144,10 +144,17 @@ def test_bad_arguments_fail_before_any_work(tmp_path, bad_args, message):
     assert_rejected("ppo_continuous.py", bad_args, message, tmp_path)
 
 
-def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
+FULL = ("ppo_continuous.py", *TINY, "--total-timesteps", "2048")
+SPLIT = ("ppo_continuous.py", *TINY, "--total-timesteps", "1024")  # also test_evaluate's and test_videos' PPO run
+LEARN = ("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "512",
+         "--minibatch-size", "256", "--hidden-dim", "64", "--total-timesteps", "40960", "--threads", "1")
+SHARED_RUNS = {"test_short_run_logs_keys_checkpoints_and_resumes_exactly": [FULL, SPLIT],
+               "test_ppo_learns_inverted_pendulum": [LEARN]}
+
+
+def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, shared_runs):
     # uninterrupted: 4 updates
-    run_script("ppo_continuous.py", *tiny, "--total-timesteps", "2048", run_dir=tmp_path / "full")
-    full = only_run(tmp_path / "full")
+    full = shared_runs.path(*FULL)
     tags = read_scalars(full)
     for key in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/value_loss",
                 "losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
@@ -158,8 +165,7 @@ def test_short_run_logs_keys_checkpoints_and_resumes_exactly(tmp_path, tiny):
         assert key in tags, key
     assert load_checkpoint(full)["global_step"] == 2048
     # interrupted after 2 updates, then resumed to 4
-    run_script("ppo_continuous.py", *tiny, "--total-timesteps", "1024", run_dir=tmp_path / "split")
-    split = only_run(tmp_path / "split")
+    split = shared_runs.copy(*SPLIT, to=tmp_path / "split")
     proc = run_script("ppo_continuous.py", "--resume", split, "--total-timesteps", "2048", run_dir=tmp_path / "x")
     assert "resumed" in proc.stdout and not (tmp_path / "x").exists()
     a, b = load_checkpoint(full), load_checkpoint(split)
@@ -182,9 +188,6 @@ def test_ctrl_c_or_sigterm_writes_a_checkpoint(tmp_path, tiny, sig, times):
     assert 0 < ckpt["global_step"] < 1_000_000
 
 
-def test_ppo_learns_inverted_pendulum(tmp_path):
-    args = ["--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "512", "--minibatch-size", "256",
-            "--hidden-dim", "64", "--total-timesteps", "40960", "--threads", "1"]
-    run_script("ppo_continuous.py", *args, run_dir=tmp_path)
-    first, last = first_and_last_returns(tmp_path, 20)
+def test_ppo_learns_inverted_pendulum(shared_runs):
+    first, last = first_and_last_returns(shared_runs.path(*LEARN).parent, 20)
     assert last > 5 * first and last > 100, (first, last)

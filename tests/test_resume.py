@@ -20,6 +20,8 @@ SCRIPTS = ["ppo_continuous.py", "p3o_continuous.py", "ppo_cycle.py", "ppo_redo.p
 SHORT = {"ppo_continuous.py": [*TINY, "--checkpoint-every", "1"],
          "sac_sbp.py": [*TINY_SAC, "--checkpoint-every", "200"]}
 STEP = {"ppo_continuous.py": 512, "sac_sbp.py": 200}  # steps between two checkpoints of SHORT
+SHARED_RUNS = {"test_run_killed_by_sigkill_resumes_from_its_last_readable_checkpoint": [
+    (script, *args, "--total-timesteps", 8 * STEP[script]) for script, args in SHORT.items()]}  # uninterrupted
 
 
 def module(script):
@@ -170,9 +172,9 @@ def assert_same_networks(a, b):
 
 
 @pytest.mark.parametrize("script", SHORT)
-def test_run_killed_by_sigkill_resumes_from_its_last_readable_checkpoint(tmp_path, script):
+def test_run_killed_by_sigkill_resumes_from_its_last_readable_checkpoint(tmp_path, script, shared_runs):
     total = 8 * STEP[script]
-    run_script(script, *SHORT[script], "--total-timesteps", total, run_dir=tmp_path / "full")
+    full = shared_runs.path(script, *SHORT[script], "--total-timesteps", total)
     run = run_killed(script, SHORT[script], tmp_path / "killed")
     step = load_checkpoint(run)["global_step"]  # the kill left a readable checkpoint
     assert 0 < step < total, step
@@ -183,7 +185,7 @@ def test_run_killed_by_sigkill_resumes_from_its_last_readable_checkpoint(tmp_pat
     assert f"warning: {latest} is unreadable" in proc.stdout, proc.stdout
     assert f"resuming from the checkpoint before it, {run / 'checkpoint.prev.pt'}" in proc.stdout
     assert f"resumed {run} at step {step - STEP[script]:,}" in proc.stdout
-    a, b = load_checkpoint(only_run(tmp_path / "full")), load_checkpoint(run)
+    a, b = load_checkpoint(full), load_checkpoint(run)
     assert a["global_step"] == b["global_step"] == total
     assert_same_networks(a, b)
     assert torch.load(run / "checkpoint.prev.pt", weights_only=False)["global_step"] == total - STEP[script]

@@ -222,10 +222,19 @@ def test_bad_arguments_fail_before_any_work(tmp_path, bad_args, messages):
     assert_rejected("sac_sbp.py", bad_args, messages, tmp_path)
 
 
-def test_cycle_distill_run_resets_logs_and_resumes_exactly(tmp_path):
-    sbp = ["--reset", "cycle", "--inner-distill", "--reset-frequency", "300"]
-    run_script("sac_sbp.py", *TINY_SAC, *sbp, "--total-timesteps", "1500", run_dir=tmp_path / "full")
-    full = only_run(tmp_path / "full")
+SBP = ("sac_sbp.py", *TINY_SAC, "--reset", "cycle", "--inner-distill", "--reset-frequency", "300")
+NO_BUFFER = ("sac_sbp.py", *TINY_SAC, "--reset", "redo", "--reset-frequency", "400", "--no-save-buffer",
+             "--total-timesteps", "600")
+LEARN = ("sac_sbp.py", "--env-id", "Pendulum-v1", "--reset", "none", "--hidden-dim", "64", "--batch-size", "128",
+         "--learning-starts", "500", "--total-timesteps", "7000", "--threads", "1")
+SHARED_RUNS = {"test_cycle_distill_run_resets_logs_and_resumes_exactly": [
+                   (*SBP, "--total-timesteps", "1500"), (*SBP, "--total-timesteps", "1000")],
+               "test_resume_without_buffer_refills_before_updating": [NO_BUFFER],
+               "test_sac_learns_pendulum": [LEARN]}
+
+
+def test_cycle_distill_run_resets_logs_and_resumes_exactly(tmp_path, shared_runs):
+    full = shared_runs.path(*SBP, "--total-timesteps", "1500")
     tags = read_scalars(full)
     for key in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/qf1_loss",
                 "losses/qf2_loss", "losses/qf_loss", "losses/qf1_values", "losses/actor_loss", "losses/alpha",
@@ -247,8 +256,7 @@ def test_cycle_distill_run_resets_logs_and_resumes_exactly(tmp_path):
     ckpt = load_checkpoint(full)
     assert ckpt["sbp"]["resets"] == 5 and ckpt["global_step"] == 1500
     # interrupted at 1000 steps, then resumed to 1500: the same run
-    run_script("sac_sbp.py", *TINY_SAC, *sbp, "--total-timesteps", "1000", run_dir=tmp_path / "split")
-    split = only_run(tmp_path / "split")
+    split = shared_runs.copy(*SBP, "--total-timesteps", "1000", to=tmp_path / "split")
     proc = run_script("sac_sbp.py", "--resume", split, "--total-timesteps", "1500", run_dir=tmp_path / "x")
     assert "resumed" in proc.stdout and not (tmp_path / "x").exists()
     resumed = load_checkpoint(split)
@@ -258,10 +266,8 @@ def test_cycle_distill_run_resets_logs_and_resumes_exactly(tmp_path):
     assert torch.equal(ckpt["log_alpha"], resumed["log_alpha"])
 
 
-def test_resume_without_buffer_refills_before_updating(tmp_path):
-    args = [*TINY_SAC, "--reset", "redo", "--reset-frequency", "400", "--no-save-buffer"]
-    run_script("sac_sbp.py", *args, "--total-timesteps", "600", run_dir=tmp_path)
-    run = only_run(tmp_path)
+def test_resume_without_buffer_refills_before_updating(tmp_path, shared_runs):
+    run = shared_runs.copy(*NO_BUFFER, to=tmp_path / "run")
     assert load_checkpoint(run)["replay_buffer"] is None
     proc = run_script("sac_sbp.py", "--resume", run, "--total-timesteps", "1200", run_dir=tmp_path / "x")
     assert "without a replay buffer" in proc.stdout
@@ -279,9 +285,6 @@ def test_ctrl_c_or_sigterm_writes_a_checkpoint(tmp_path, sig):
     assert 600 <= ckpt["global_step"] < 1_000_000 and ckpt["replay_buffer"]["size"] == ckpt["global_step"]
 
 
-def test_sac_learns_pendulum(tmp_path):
-    args = ["--env-id", "Pendulum-v1", "--reset", "none", "--hidden-dim", "64", "--batch-size", "128",
-            "--learning-starts", "500", "--total-timesteps", "7000", "--threads", "1"]
-    run_script("sac_sbp.py", *args, run_dir=tmp_path)
-    first, last = first_and_last_returns(tmp_path, 4)
+def test_sac_learns_pendulum(shared_runs):
+    first, last = first_and_last_returns(shared_runs.path(*LEARN).parent, 4)
     assert last > -500 and last > first + 400, (first, last)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import reproduce as rp
+from reproduce_utils import collect, local, plan, registry
 from conftest import ROOT, load_checkpoint, only_run, read_scalars
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -144,8 +144,8 @@ def run(cmd, slurm, timeout=240):
 
 
 def the_run(tmp_path, total=None):
-    runs, _ = rp.plan(rp.EXPERIMENTS["table1"], "smoke", [1], ["InvertedPendulum-v5"], ["ppo"], tmp_path / "runs",
-                      total)
+    runs, _ = plan.plan(registry.EXPERIMENTS["table1"], "smoke", [1], ["InvertedPendulum-v5"], ["ppo"],
+                        tmp_path / "runs", total)
     return runs[0]
 
 
@@ -162,7 +162,7 @@ def test_smoke_experiment_end_to_end_through_the_real_scheduler(slurm, tmp_path)
     assert "sacct" not in out  # jobs are watched with squeue: this cluster has no accounting database
     table = (tmp_path / "results" / "table1" / "table1_smoke.md").read_text()
     assert "8,192 environment steps per run; seeds 1; 1/1 runs finished" in table
-    rows = rp.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")
+    rows = collect.read_csv(tmp_path / "results" / "table1" / "runs_smoke.csv")
     assert [(r["algo"], r["status"], r["steps"]) for r in rows] == [("ppo", "done", 8192)]
     assert load_checkpoint(only_run(the_run(tmp_path).directory))["global_step"] == 8192
     # a second seed: the finished run is skipped, only the new one is submitted
@@ -178,7 +178,7 @@ def test_time_limit_stops_the_run_with_a_checkpoint_and_the_same_command_resumes
     run_ = the_run(tmp_path, 10_000_000)
     code, out = run(cmd, slurm)
     assert code == 1 and "1 runs did not finish: ppo__InvertedPendulum-v5__seed1" in out, out
-    state = rp.run_state(run_)
+    state = plan.run_state(run_)
     assert state.status == "partial" and 0 < state.step < 10_000_000
     assert (f"STOPPED ppo__InvertedPendulum-v5__seed1 at step {state.step:,} of 10,000,000 (stopped on Slurm's "
             "warning before its time limit)") in out, out
@@ -193,13 +193,13 @@ def test_time_limit_stops_the_run_with_a_checkpoint_and_the_same_command_resumes
 
     code, out = run(cmd, slurm)
     assert code == 1 and "1 runs: 0 finished (skipped), 1 to resume, 0 to start" in out, out
-    again = rp.run_state(run_)
+    again = plan.run_state(run_)
     assert again.run_path == first and again.step > state.step  # continued, not restarted
     assert f"STOPPED ppo__InvertedPendulum-v5__seed1 at step {again.step:,} of 10,000,000" in out
     resumed = launches(run_)[1]
     assert resumed.startswith(f"{sys.executable} ppo_continuous.py --resume {first}")
     first_update = next(line for line in resumed.splitlines() if line.startswith("step"))
-    assert rp.parse_progress(first_update)[0] == state.step + 512
+    assert local.parse_progress(first_update)[0] == state.step + 512
 
 
 def test_scancel_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(slurm, tmp_path):
@@ -214,7 +214,7 @@ def test_scancel_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(slu
         time.sleep(0.2)
     subprocess.run(["scancel", (run_.directory / "slurm_job").read_text().strip()], env=slurm["env"], check=True)
     out = proc.communicate(timeout=120)[0]
-    state = rp.run_state(run_)
+    state = plan.run_state(run_)
     assert proc.returncode == 1 and state.status == "partial" and 0 < state.step < total, out
     assert f"at step {state.step:,} of 16,384 (stopped on SIGTERM from Slurm: scancel or its time limit)" in out
     [launch] = launches(run_)
@@ -223,7 +223,7 @@ def test_scancel_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(slu
 
     code, out = run(cmd, slurm)
     assert code == 0 and "1 to resume" in out, out
-    assert only_run(run_.directory) == state.run_path and rp.run_state(run_).step == total
+    assert only_run(run_.directory) == state.run_path and plan.run_state(run_).step == total
     # the same configuration, uninterrupted, through the local pool
     local = tmp_path / "local"
     code, out = run(command(local, "--total-timesteps", str(total), "--eval-episodes", "0", "--workers", "1",

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT, only_run, run_script
+from conftest import ROOT
 
 STUDIES = ROOT / "studies"
 
@@ -15,11 +15,13 @@ def study(*args, timeout=240):
     return proc.stdout
 
 
-def test_reset_optimizer_probe_and_its_analysis_run_on_a_tiny_p3o_run(tmp_path):
-    run_script("p3o_continuous.py", "--env-id", "Hopper-v5", "--num-envs", 2, "--num-steps", 256, "--minibatch-size",
-               128, "--hidden-dim", 32, "--total-timesteps", 2048, "--reset-frequency", 512, "--threads", 1,
-               run_dir=tmp_path / "runs")
-    run = only_run(tmp_path / "runs")
+TINY_P3O = ("p3o_continuous.py", "--env-id", "Hopper-v5", "--num-envs", 2, "--num-steps", 256, "--minibatch-size",
+            128, "--hidden-dim", 32, "--total-timesteps", 2048, "--reset-frequency", 512, "--threads", 1)
+SHARED_RUNS = {"test_reset_optimizer_probe_and_its_analysis_run_on_a_tiny_p3o_run": [TINY_P3O]}
+
+
+def test_reset_optimizer_probe_and_its_analysis_run_on_a_tiny_p3o_run(tmp_path, shared_runs):
+    run = shared_runs.path(*TINY_P3O)
     out = study(STUDIES / "reset_optimizer" / "probe.py", run, "--handling", "keep", "--steps", 1536, "--out",
                 tmp_path / "keep")
     assert "updates.csv (3 updates from step 2,048)" in out, out

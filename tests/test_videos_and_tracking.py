@@ -18,12 +18,16 @@ SHORT = {"ppo_continuous.py": [*TINY, "--total-timesteps", "1024"],
          "sac_sbp.py": [*TINY_SAC, "--env-id", "InvertedPendulum-v5", "--total-timesteps", "400"]}
 
 
+SHARED_RUNS = {"test_capture_video_leaves_the_parameters_unchanged_and_records_readable_episodes": [
+    (script, *args) for script, args in SHORT.items()]}  # the PPO run is also test_ppo's and test_evaluate's
+
+
 @pytest.mark.parametrize("script", SHORT)
-def test_capture_video_leaves_the_parameters_unchanged_and_records_readable_episodes(tmp_path, script):
-    run_script(script, *SHORT[script], run_dir=tmp_path / "plain")
+def test_capture_video_leaves_the_parameters_unchanged_and_records_readable_episodes(tmp_path, script, shared_runs):
     proc = run_script(script, *SHORT[script], "--capture-video", "--video-every", "100", run_dir=tmp_path / "video")
     assert "Exception ignored" not in proc.stderr, proc.stderr  # the renderer was closed before exit
-    plain, recorded = load_checkpoint(only_run(tmp_path / "plain")), load_checkpoint(only_run(tmp_path / "video"))
+    plain, recorded = load_checkpoint(shared_runs.path(script, *SHORT[script])), load_checkpoint(
+        only_run(tmp_path / "video"))
     weights = "agent" if "agent" in plain else "actor"
     for name, tensor in plain[weights].items():
         assert torch.equal(tensor, recorded[weights][name]), name

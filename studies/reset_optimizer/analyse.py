@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from reproduce import markdown_table, read_scalars, window_mean  # noqa: E402
+from reproduce_utils.collect import read_scalars, window_mean  # noqa: E402
+from reproduce_utils.tables import markdown_table  # noqa: E402
 
 
 def run_path(directory):
