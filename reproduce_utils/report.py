@@ -43,7 +43,7 @@ def aggregate(experiment, runs, states, opts, earlier):
     if experiment.kind != "cycle":  # finished runs only; the cycle experiment's long runs as far as they got
         curves = [c for c in curves if run_key(c) not in partial]
     over_run = distill_over_run(curves, segments=5 if experiment.kind == "cycle" else 6,  # the cycle's in 1M spans
-                                span=1_000_000 if experiment.kind == "cycle" and steps[-1] > 5_000_000 else None) \
+                                every=1_000_000 if experiment.kind == "cycle" and steps[-1] > 5_000_000 else None) \
         if experiment.kind in ("distill", "cycle") else ""
     changes, marks = [], {}
     for r in (r for r in started if "--friction-period" in r.args):  # Cycle Friction, as far as each run got

@@ -221,20 +221,20 @@ def reproduce_command(name, budget, seeds, envs, variants):
     return cmd
 
 
-def distill_over_run(curves, segments=6, span=None):
+def distill_over_run(curves, segments=6, every=None):
     """Table 2 over the run instead of its mean: per method and task, in `segments` equal spans of
     steps, the points of curves_<budget>.csv that hold a reset (a point: one hundredth of a run, the
     mean over its resets; counted over all seeds) and their mean distillation epochs, alpha-DKL just after
     the reset and policy std. Built from curve rows, so runs reused from an earlier CSV count as much as
-    runs made here. span: spans of these many steps instead (the last may end past the run's end)."""
+    runs made here. every: spans of these many steps instead (the last may end past the run's end)."""
     tags = DISTILL_METRICS
     body = []
     for label, env in dict.fromkeys((c["variant"], c["env"]) for c in curves if tags[0] in c):
         points = [c for c in curves if (c["variant"], c["env"]) == (label, env) and tags[0] in c]
         last = max(c["step"] for c in points)  # the spans end at a round number of steps: 3M, not the last point
         unit = segments * 10 ** max(0, math.floor(math.log10(last)) - 2)
-        edges = np.linspace(0, math.ceil(last / unit) * unit, segments + 1) if span is None else \
-            np.arange(0, math.ceil(last / span) * span + 1, span)
+        edges = np.linspace(0, math.ceil(last / unit) * unit, segments + 1) if every is None else \
+            np.arange(0, math.ceil(last / every) * every + 1, every)
         for lo, hi in zip(edges, edges[1:]):
             span = [c for c in points if lo < c["step"] <= hi]
             body.append([label, env, f"{steps_label(lo)}–{steps_label(hi)}", str(len(span))]

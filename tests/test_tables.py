@@ -144,8 +144,10 @@ def test_distillation_over_the_run_is_split_into_spans():
                          "| P3O | Hopper-v5 | 200k–400k | 4 | 4.5 | 0.35 | 0.292 |",
                          "| P3O | Hopper-v5 | 400k–600k | 4 | 6.5 | 0.55 | 0.183 |"]
     # in spans of 250,000 steps (the cycle experiment's 1M spans past one cycle), the last past the runs' end
-    table = tables.distill_over_run(curves, span=250_000).splitlines()
-    assert table[2:] == ["| P3O | Hopper-v5 | 0–250k | 6 | 2.17 | 0.15 | 0.75 |",
+    # (a second task, the same points: each task gets its own spans)
+    table = tables.distill_over_run(curves + [{**c, "env": "Walker2d-v5"} for c in curves], every=250_000).splitlines()
+    assert [row.replace("Walker2d-v5", "Hopper-v5") for row in table[5:]] == table[2:5]
+    assert table[2:5] == ["| P3O | Hopper-v5 | 0–250k | 6 | 2.17 | 0.15 | 0.75 |",
                          "| P3O | Hopper-v5 | 250k–500k | 6 | 5 | 0.4 | 0.261 |",
                          "| P3O | Hopper-v5 | 500k–750k | 2 | 7 | 0.6 | 0.167 |"]
     assert tables.distill_over_run([]) == ""
