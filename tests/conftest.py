@@ -3,12 +3,14 @@ share (shared_runs); plan the runs of an experiment of reproduce.py and make han
 tests."""
 
 import dataclasses
+import hashlib
 import importlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,12 +41,13 @@ def run_script(script, *args, run_dir, check=True, timeout=300, env=None):
 
 
 def assert_rejected(script, args, messages, tmp_path):
-    """The script exits non-zero before any work, naming every message, and leaves no run directory."""
+    """The script exits non-zero before any work, naming every message, and leaves no run directory; its process."""
     proc = run_script(script, *args, run_dir=tmp_path / "runs", check=False)
     assert proc.returncode != 0
     for message in [messages] if isinstance(messages, str) else messages:
         assert message in proc.stderr, (message, proc.stderr)
     assert not (tmp_path / "runs").exists()
+    return proc
 
 
 def episodic_returns(run_dir):
@@ -62,8 +65,6 @@ def first_and_last_returns(run_dir, n):
 def interrupt_run(script, *args, run_dir, when=lambda line: line.startswith("step"), sig=signal.SIGINT, times=1):
     """Start a run, send it `sig` (SIGINT: Ctrl-C) `times` times at once when `when` is true of an output line;
     return (exit code, the rest of its output)."""
-    import time
-
     cmd = [sys.executable, str(ROOT / script), *map(str, args), "--run-dir", str(run_dir)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -106,28 +107,49 @@ def tiny():
 
 class SharedRuns:
     """Training runs that tests only read, or copy before they resume them: each configuration (file and
-    arguments) trains once per session, as run_script runs it, in one of os.cpu_count() processes at a time."""
+    arguments) trains once per session, as run_script runs it, in a background pool. Under pytest-xdist the
+    workers share one directory: the first to claim a configuration trains it, the others wait for it."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, threads):
         self.directory, self.futures = Path(directory), {}
-        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(max_workers=threads)
 
     def start(self, script, *args):
-        """Start the run in the background (once); the future of its run directory."""
+        """Start the run in the background (once per worker, and only if no worker has claimed it); the future."""
         key = (script, *map(str, args))
         if key not in self.futures:
-            run_dir = self.directory / f"run{len(self.futures)}"
-            self.futures[key] = self.pool.submit(self.train, script, args, run_dir)
+            run_dir = self.directory / hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+            self.futures[key] = self.pool.submit(self.train_unless_claimed, script, args, run_dir)
         return self.futures[key]
 
     @staticmethod
-    def train(script, args, run_dir):
-        run_script(script, *args, run_dir=run_dir, timeout=600)
-        return only_run(run_dir)
+    def train_unless_claimed(script, args, run_dir):
+        """Train the run into run_dir unless another worker claimed it (mkdir is atomic); then its run_dir.done
+        names its error, or nothing once it finished."""
+        try:
+            run_dir.with_suffix(".claim").mkdir()
+        except FileExistsError:
+            return run_dir
+        error = ""
+        try:
+            run_script(script, *args, run_dir=run_dir, timeout=600)
+        except BaseException as e:
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            run_dir.with_suffix(".tmp").write_text(error)
+            run_dir.with_suffix(".tmp").rename(run_dir.with_suffix(".done"))
+        return run_dir
 
     def path(self, script, *args):
         """The one run directory of the finished run (for reading only)."""
-        return self.start(script, *args).result()
+        run_dir, done = self.start(script, *args).result(), None
+        deadline = time.monotonic() + 900
+        while not (done := run_dir.with_suffix(".done")).exists():  # another worker trains it
+            assert time.monotonic() < deadline, f"{run_dir} (shared run {script} {args}) did not finish in 900 s"
+            time.sleep(0.2)
+        assert not done.read_text(), f"shared run {script} {' '.join(map(str, args))} failed: {done.read_text()}"
+        return only_run(run_dir)
 
     def copy(self, script, *args, to):
         """A copy of the finished run under the new directory `to`: its one run directory, to change as one's own."""
@@ -139,8 +161,12 @@ class SharedRuns:
 def shared_runs(request, tmp_path_factory):
     """The session's SharedRuns. A test module names the runs its tests share in SHARED_RUNS, {the name of a test
     or of a fixture: [(file, *arguments)]}; those of every test selected start at the session's first test, so
-    they train while the tests before theirs run."""
-    runs = SharedRuns(tmp_path_factory.mktemp("shared_runs"))
+    they train while the tests before theirs run. Each of n xdist workers trains on cpu_count / n threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    base = tmp_path_factory.getbasetemp()
+    directory = base.parent / "shared_runs" if os.environ.get("PYTEST_XDIST_WORKER") else base / "shared_runs"
+    directory.mkdir(exist_ok=True)
+    runs = SharedRuns(directory, max(1, (os.cpu_count() or 1) // workers))
     for item in request.session.items:
         wanted = getattr(item.module, "SHARED_RUNS", {})
         for name in (item.originalname, *item.fixturenames):
