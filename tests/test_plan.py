@@ -182,7 +182,6 @@ def extended(tmp_path_factory):
     return tmp_path, half
 
 
-@pytest.mark.xdist_group("extended")  # one worker trains the module's fixture
 @pytest.mark.parametrize("algo", ["ppo", "p3o"])
 def test_extended_run_ends_as_the_straight_run(extended, algo):
     tmp_path, half = extended
@@ -201,7 +200,6 @@ def test_extended_run_ends_as_the_straight_run(extended, algo):
         assert sa[tag] == sb[tag], tag  # every logged value at every step, the first N/2 from the copied events
 
 
-@pytest.mark.xdist_group("extended")  # one worker trains the module's fixture
 @pytest.mark.parametrize("algo", ["ppo", "p3o"])
 def test_extending_keeps_the_shorter_run_and_names_it(extended, algo):
     tmp_path, half = extended

@@ -21,7 +21,6 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "scancel", "sinfo")
 PACKAGES = "a real Slurm cluster needs root and Debian's slurm-wlm and munge: apt-get install slurm-wlm munge"
 KILL_WAIT = 10  # seconds between Slurm's SIGTERM and its SIGKILL
-pytestmark = pytest.mark.xdist_group("slurm_cluster")  # one worker starts the one cluster
 
 
 def find(name):
