@@ -100,6 +100,16 @@ def load_checkpoint(run_path):
     return torch.load(Path(run_path) / "checkpoint.pt", weights_only=False)
 
 
+# The test files that take longest, first (the rest keep their order): with pytest.ini's one file per xdist worker,
+# the workers then end together, rather than one running the Slurm cluster's file alone at the end.
+SLOW_FILES = ("test_slurm_cluster.py", "test_benchmark.py", "test_baselines.py", "test_studies.py",
+              "test_videos_and_tracking.py", "test_reproduce.py", "test_plan.py", "test_ppo.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: SLOW_FILES.index(item.path.name) if item.path.name in SLOW_FILES else len(SLOW_FILES))
+
+
 @pytest.fixture
 def tiny():
     return list(TINY)
@@ -111,25 +121,25 @@ class SharedRuns:
     workers share one directory: the first to claim a configuration trains it, the others wait for it."""
 
     def __init__(self, directory, threads):
-        self.directory, self.futures = Path(directory), {}
+        self.directory, self.queued = Path(directory), {}
         self.pool = ThreadPoolExecutor(max_workers=threads)
 
     def start(self, script, *args):
-        """Start the run in the background (once per worker, and only if no worker has claimed it); the future."""
+        """Queue the run for the pool (once per worker); (its directory, its future)."""
         key = (script, *map(str, args))
-        if key not in self.futures:
+        if key not in self.queued:
             run_dir = self.directory / hashlib.sha1(repr(key).encode()).hexdigest()[:12]
-            self.futures[key] = self.pool.submit(self.train_unless_claimed, script, args, run_dir)
-        return self.futures[key]
+            self.queued[key] = run_dir, self.pool.submit(self.train_unless_claimed, script, args, run_dir)
+        return self.queued[key]
 
     @staticmethod
     def train_unless_claimed(script, args, run_dir):
-        """Train the run into run_dir unless another worker claimed it (mkdir is atomic); then its run_dir.done
+        """Train the run into run_dir unless a worker claimed it already (mkdir is atomic); run_dir.done then
         names its error, or nothing once it finished."""
         try:
             run_dir.with_suffix(".claim").mkdir()
         except FileExistsError:
-            return run_dir
+            return
         error = ""
         try:
             run_script(script, *args, run_dir=run_dir, timeout=600)
@@ -139,14 +149,18 @@ class SharedRuns:
         finally:
             run_dir.with_suffix(".tmp").write_text(error)
             run_dir.with_suffix(".tmp").rename(run_dir.with_suffix(".done"))
-        return run_dir
 
     def path(self, script, *args):
-        """The one run directory of the finished run (for reading only)."""
-        run_dir, done = self.start(script, *args).result(), None
+        """The one run directory of the finished run (for reading only): trained here and now if it still waits in
+        the pool's queue, else waited for (in this worker's pool or another worker's)."""
+        run_dir, future = self.start(script, *args)
+        if future.cancel():
+            self.train_unless_claimed(script, args, run_dir)
+        else:
+            future.result()
         deadline = time.monotonic() + 900
-        while not (done := run_dir.with_suffix(".done")).exists():  # another worker trains it
-            assert time.monotonic() < deadline, f"{run_dir} (shared run {script} {args}) did not finish in 900 s"
+        while not (done := run_dir.with_suffix(".done")).exists():
+            assert time.monotonic() < deadline, f"shared run {script} {args} did not finish in 900 s"
             time.sleep(0.2)
         assert not done.read_text(), f"shared run {script} {' '.join(map(str, args))} failed: {done.read_text()}"
         return only_run(run_dir)
