@@ -17,7 +17,7 @@ from .registry import ROOT
 def slurm_parameters(opts):
     """submitit parameters of the job array (slurm_* names are ignored by the local/debug executors)."""
     params = {"timeout_min": opts.slurm_time, "cpus_per_task": opts.slurm_cpus, "slurm_array_parallelism":
-              opts.slurm_array_parallelism, "name": "reproduce"}
+              opts.slurm_array_parallelism, "name": "reproduce", "slurm_signal_delay_s": min(90, opts.slurm_time * 30)}
     if opts.slurm_partition:
         params["slurm_partition"] = opts.slurm_partition
     if opts.slurm_gpus:
@@ -31,7 +31,8 @@ class SlurmRun:
     """What one Slurm job of the array runs (in submitit's process on the node): `command` with its output appended
     to `log`, and Slurm's warning before the time limit passed on to it as the SIGTERM the algorithm files handle.
 
-    submitit's sbatch script asks for SIGUSR2 90 s before the limit (--signal=USR2@90). Slurm sends it, like the
+    The sbatch script asks for SIGUSR2 90 s before the limit, or halfway through a limit under 3 minutes: one due at
+    once would arrive while submitit's process still starts, with no handler yet, and kill it. Slurm sends it, like the
     SIGTERM of scancel and of the limit itself, to every process of the job step. The run ignores SIGUSR2 (by
     default it would kill it) and this process, in place of submitit's handler (which kills the run, or requeues
     the job to start it again from scratch), sends the run one SIGTERM once it trains (has printed a progress line):

@@ -32,8 +32,12 @@ def test_slurm_job_array_script(tmp_path, monkeypatch):
     assert [j.job_id for j in submitted] == ["4242_0", "4242_1", "4242_2"]
     script = (tmp_path / "submitted.sh").read_text()
     for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=3",
-                 "#SBATCH --gpus-per-node=1", "#SBATCH --time=90", "#SBATCH --mem=16GB"):
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --time=90", "#SBATCH --mem=16GB", "#SBATCH --signal=USR2@90"):
         assert line in script, script
+    # under 3 minutes Slurm's warning comes halfway, never while submitit's process still starts
+    short = slurm_opts(tmp_path)
+    short.slurm_time = 1
+    assert slurm.slurm_parameters(short)["slurm_signal_delay_s"] == 30
     # each array task runs one command: the run's file, its --run-dir and seed, with --cuda
     for (run, argv), job in zip(jobs, submitted):
         fn = job.submission().function

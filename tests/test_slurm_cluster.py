@@ -172,7 +172,7 @@ def test_smoke_experiment_end_to_end_through_the_real_scheduler(slurm, tmp_path)
 
 
 def test_time_limit_stops_the_run_with_a_checkpoint_and_the_same_command_resumes_it(slurm, tmp_path):
-    """Slurm's warning (SIGUSR2, 90 s before a 1-minute limit: at once) reaches the run as one SIGTERM once it
+    """Slurm's warning (SIGUSR2, halfway through a 1-minute limit) reaches the run as one SIGTERM once it
     trains; it checkpoints and exits before the limit. Run again, the command resubmits it with --resume."""
     cmd = command(tmp_path, "--total-timesteps", "10000000", "--slurm-time", "1", "--eval-episodes", "0")
     run_ = the_run(tmp_path, 10_000_000)
