@@ -2,10 +2,13 @@
 share (shared_runs); plan the runs of an experiment of reproduce.py and make hand-made runs and CSV rows for its
 tests."""
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
+import io
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -40,9 +43,30 @@ def run_script(script, *args, run_dir, check=True, timeout=300, env=None):
     return proc
 
 
-def assert_rejected(script, args, messages, tmp_path):
-    """The script exits non-zero before any work, naming every message, and leaves no run directory; its process."""
-    proc = run_script(script, *args, run_dir=tmp_path / "runs", check=False)
+def run_in_process(script, *args):
+    """Run `python <script> args` from the repository root inside this process: the file as __main__, with its
+    argv, output and exit code, without the seconds a new interpreter spends importing torch. For commands that
+    stop on their arguments; the interpreter's own start is tested through run_script."""
+    argv, out, err = [str(ROOT / script), *map(str, args)], io.StringIO(), io.StringIO()
+    saved_argv, code = sys.argv, 0
+    sys.argv = argv
+    try:
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:  # as the interpreter ends on it: a message is printed to stderr, exit code 1
+        if isinstance(e.code, str):
+            print(e.code, file=err)
+        code = 1 if isinstance(e.code, str) else e.code
+    finally:
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(argv, code or 0, out.getvalue(), err.getvalue())
+
+
+def assert_rejected(script, args, messages, tmp_path, process=False):
+    """The script exits non-zero before any work, naming every message, and leaves no run directory; its result.
+    In this process, or as a new one (process=True)."""
+    args = [*args, "--run-dir", tmp_path / "runs"]
+    proc = run_script(script, *args, run_dir=None, check=False) if process else run_in_process(script, *args)
     assert proc.returncode != 0
     for message in [messages] if isinstance(messages, str) else messages:
         assert message in proc.stderr, (message, proc.stderr)

@@ -8,7 +8,7 @@ import typing
 import pytest
 import tyro
 
-from conftest import ROOT, assert_rejected, run_script
+from conftest import ROOT, assert_rejected, run_in_process
 
 TRAINING_FILES = ["ppo_continuous.py", "p3o_continuous.py", "ppo_cycle.py", "ppo_redo.py", "ppo_cbp.py",
                   "sac_sbp.py"]
@@ -59,7 +59,7 @@ def test_training_files_reject_a_negative_seed_and_an_unusable_run_dir(script, w
 
 @pytest.mark.parametrize("script", ["ppo_continuous.py", "sac_sbp.py"])
 def test_a_negative_seed_fails_in_one_line_from_the_command_line(script, tmp_path):
-    proc = assert_rejected(script, ["--seed", "-1"], "--seed -1", tmp_path)
+    proc = assert_rejected(script, ["--seed", "-1"], "--seed -1", tmp_path, process=True)
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
 
 
@@ -69,14 +69,14 @@ def test_a_negative_seed_fails_in_one_line_from_the_command_line(script, tmp_pat
 ])
 def test_launchers_reject_an_unusable_directory(command, flag, tmp_path):
     (tmp_path / "file").write_text("")
-    proc = run_script(command[0], *command[1:], tmp_path / "file" / "sub", run_dir=None, check=False)
+    proc = run_in_process(*command, tmp_path / "file" / "sub")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: ") and flag in proc.stderr and "\n" not in proc.stderr.strip()
 
 
 def test_reproduce_rejects_a_negative_seed(tmp_path):
-    proc = run_script("reproduce.py", "table1", "--budget", "smoke", "--dry-run", "--seeds", "1", "-1",
-                      "--runs-dir", tmp_path / "runs", run_dir=None, check=False)
+    proc = run_in_process("reproduce.py", "table1", "--budget", "smoke", "--dry-run", "--seeds", "1", "-1",
+                          "--runs-dir", tmp_path / "runs")
     assert proc.returncode != 0 and proc.stderr.strip() == "error: --seeds -1: a seed must be in [0, 2**31)"
     assert not (tmp_path / "runs").exists()
 

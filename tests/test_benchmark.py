@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 
 
 def run_benchmark(*args, cwd=ROOT):
@@ -28,7 +28,8 @@ def test_benchmark_writes_table_and_json(tmp_path):
 
 
 def test_benchmark_rejects_bad_arguments(tmp_path):
-    proc = run_benchmark("--algos", "no_such_file", "--envs", "Hoper-v5", "--repeats", "0", "--out", str(tmp_path))
+    proc = run_in_process("benchmark.py", "--algos", "no_such_file", "--envs", "Hoper-v5", "--repeats", "0", "--out",
+                          tmp_path)
     assert proc.returncode != 0
     for message in ("--algos no_such_file", "Hopper-v5", "--repeats 0"):
         assert message in proc.stderr
@@ -56,8 +57,8 @@ def test_sac_benchmark_times_sac_sbp_beside_a_cleanrl_file_and_reports_their_rat
 
 
 def test_sac_benchmark_rejects_a_missing_cleanrl_file(tmp_path):
-    proc = run_benchmark("--algos", "--sac-envs", "Pendulum-v1", "--cleanrl-sac", str(tmp_path / "nope.py"),
-                         "--out", str(tmp_path))
+    proc = run_in_process("benchmark.py", "--algos", "--sac-envs", "Pendulum-v1", "--cleanrl-sac", tmp_path / "nope.py",
+                          "--out", tmp_path)
     assert proc.returncode != 0 and "--cleanrl-sac" in proc.stderr and "nope.py" in proc.stderr
 
 
@@ -67,8 +68,8 @@ def test_benchmark_cuda_fails_clearly_without_a_gpu(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = run_benchmark("--cuda", "--compile", "--envs", "InvertedPendulum-v5", "--out", str(tmp_path))
+    proc = run_in_process("benchmark.py", "--cuda", "--compile", "--envs", "InvertedPendulum-v5", "--out", tmp_path)
     assert proc.returncode != 0 and "--cuda was given but torch sees no CUDA GPU" in proc.stderr
-    proc = run_benchmark("--cudagraphs", "--envs", "InvertedPendulum-v5", "--out", str(tmp_path))
+    proc = run_in_process("benchmark.py", "--cudagraphs", "--envs", "InvertedPendulum-v5", "--out", tmp_path)
     assert proc.returncode != 0 and "--cudagraphs needs --cuda" in proc.stderr
     assert not (tmp_path / "benchmark.json").exists()

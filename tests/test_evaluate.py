@@ -11,7 +11,7 @@ import torch
 
 import envs
 import evaluate
-from conftest import TINY, load_checkpoint, read_scalars, run_script
+from conftest import TINY, load_checkpoint, read_scalars, run_in_process, run_script
 from test_sac import TINY_SAC
 
 # per file: a run of 2 updates (SAC: 600 steps, 300 of them learning) that goes through the file's method
@@ -189,8 +189,8 @@ def test_beyond_bounds_is_the_share_of_mean_action_components_the_env_clips(runs
 
 
 def test_evaluate_help_documents_the_gif():
-    proc = run_script("evaluate.py", "--help", run_dir=None)
-    assert "--gif" in proc.stdout and "side by side" in " ".join(proc.stdout.split())
+    proc = run_in_process("evaluate.py", "--help")
+    assert proc.returncode == 0 and "--gif" in proc.stdout and "side by side" in " ".join(proc.stdout.split())
 
 
 def test_episode_label_separates_file_seed_and_task():
