@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .registry import (ALGOS, BUDGETS, CYCLE_FRICTION_PERIODS, ROOT, SCHEDULE_DEFAULTS, SMOKE_ARGS, SMOKE_EXTRA,
-                       Variant, budget_label, smoke_value, total_steps)
+from .registry import (ALGOS, BUDGETS, CYCLE_FRICTION_PERIODS, ROOT, SCHEDULES, SMOKE_ARGS, SMOKE_EXTRA,
+                       Variant, budget_label, schedule_defaults, smoke_value, total_steps)
 
 
 @dataclass
@@ -43,14 +43,14 @@ def run_options(variant, env, budget, total):
     if budget == "smoke":
         options.update(SMOKE_ARGS[algo.family])
         options.update(SMOKE_EXTRA.get(algo.script, {}))
-        for option, default in SCHEDULE_DEFAULTS.get(algo.script, {}).items():
+        for option, default in schedule_defaults(algo.script).items():
             options[option] = smoke_value(option, default)
     if env.startswith("cyclefriction/") and budget != "paper":
         periods = CYCLE_FRICTION_PERIODS if budget == "cycle" else 8
         options["--friction-period"] = str(max(1, total // periods))
     overrides = []
     for option, value in variant.overrides:
-        if budget == "smoke" and option in SCHEDULE_DEFAULTS.get(algo.script, {}):
+        if budget == "smoke" and option in SCHEDULES.get(algo.script, ()):
             value = smoke_value(option, value)
         options[option] = value
         overrides.append((option, value))

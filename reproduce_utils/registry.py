@@ -6,13 +6,11 @@ long. To add an experiment, add an Experiment to EXPERIMENTS; a new method is an
 settings (tiny networks, step-counted schedules / SMOKE_SCALE) are here too.
 """
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import p3o_continuous
-import ppo_cbp
-import sac_sbp
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: the algorithm files, results/, runs/
 
@@ -192,13 +190,17 @@ SMOKE_EXTRA = {  # ReDo resets floor(rate x width) neurons per layer: 0.01 x 32 
     "ppo_redo.py": {"--reset-rate": "0.0625"}, "sac_sbp.py": {"--reset-rate": "0.0625"},
 }
 SMOKE_ROLLOUT = 512  # 2 envs x 256 steps
-SCHEDULE_DEFAULTS = {  # the files' defaults of step-counted schedules, scaled down in smoke runs
-    "ppo_cycle.py": {"--reset-frequency": p3o_continuous.Args.reset_frequency},
-    "p3o_continuous.py": {"--reset-frequency": p3o_continuous.Args.reset_frequency},
-    "ppo_redo.py": {"--reset-frequency": p3o_continuous.Args.reset_frequency},
-    "ppo_cbp.py": {"--maturity-threshold": ppo_cbp.Args.maturity_threshold},
-    "sac_sbp.py": {"--reset-frequency": sac_sbp.Args.reset_frequency},
+SCHEDULES = {  # each file's step-counted schedules, whose defaults smoke runs scale down
+    "ppo_cycle.py": ("--reset-frequency",), "p3o_continuous.py": ("--reset-frequency",),
+    "ppo_redo.py": ("--reset-frequency",), "ppo_cbp.py": ("--maturity-threshold",), "sac_sbp.py": ("--reset-frequency",),
 }
+
+
+def schedule_defaults(script):
+    """{option: the file's default} of its step-counted schedules. The file is imported here, on first use, not with
+    this module: it imports torch, which a Slurm job's process would otherwise load before it can take signals."""
+    args = importlib.import_module(Path(script).stem).Args
+    return {option: getattr(args, option[2:].replace("-", "_")) for option in SCHEDULES.get(script, ())}
 
 
 def total_steps(budget, family, env_id, override=None):

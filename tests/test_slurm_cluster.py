@@ -202,8 +202,21 @@ def test_time_limit_stops_the_run_with_a_checkpoint_and_the_same_command_resumes
     assert local.parse_progress(first_update)[0] == state.step + 512
 
 
-def test_scancel_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(slurm, tmp_path):
-    total = 16_384
+def local_command(total):
+    """The training file and arguments (bar --run-dir) that reproduce.py's local launcher runs for the_run."""
+    argv = plan.command(the_run(Path("runs"), total), plan.State("new"), 1)[1:]
+    i = argv.index("--run-dir")
+    return argv[:i] + argv[i + 2:]
+
+
+SCANCEL_TOTAL = 16_384
+# the same configuration uninterrupted, as the local launcher runs it: trained in the background meanwhile
+SHARED_RUNS = {"test_scancel_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one":
+               [local_command(SCANCEL_TOTAL)]}
+
+
+def test_scancel_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(slurm, tmp_path, shared_runs):
+    total = SCANCEL_TOTAL
     cmd = command(tmp_path, "--total-timesteps", str(total), "--eval-episodes", "0")
     run_ = the_run(tmp_path, total)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=slurm["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -224,12 +237,7 @@ def test_scancel_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(slu
     code, out = run(cmd, slurm)
     assert code == 0 and "1 to resume" in out, out
     assert only_run(run_.directory) == state.run_path and plan.run_state(run_).step == total
-    # the same configuration, uninterrupted, through the local pool
-    local = tmp_path / "local"
-    code, out = run(command(local, "--total-timesteps", str(total), "--eval-episodes", "0", "--workers", "1",
-                            "--threads", "1", launcher="local"), slurm)
-    assert code == 0, out
-    reference = only_run(the_run(local, total).directory)
+    reference = shared_runs.path(*local_command(total))
     resumed, uninterrupted = load_checkpoint(state.run_path), load_checkpoint(reference)
     assert resumed["global_step"] == uninterrupted["global_step"] == total
     for name, tensor in uninterrupted["agent"].items():
