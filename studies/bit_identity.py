@@ -5,14 +5,15 @@ checkpoint (bar the run's arguments, which hold its directory), bit for bit.
     git worktree add ../before <commit>
     python studies/bit_identity.py ../before . --out ../bit_identity_runs
 
-Two runs per file: straight through, and stopped halfway and continued with --resume (exact resume).
-Exits 1 naming the first difference of each file that has one.
+Two runs per file: straight through, and stopped halfway and continued with --resume (exact resume); the runs of
+both trees go side by side, --jobs at once. Exits 1 naming the first difference of each file that has one.
 """
 
 import argparse
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -91,17 +92,30 @@ def main():
     p.add_argument("after", help="the other tree")
     p.add_argument("--out", required=True, help="where the runs go (a new directory)")
     p.add_argument("--files", nargs="+", default=list(FROZEN), choices=list(FROZEN), help="training files to check")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: one per core)")
     opts = p.parse_args()
+    if opts.jobs < 1:
+        p.error(f"--jobs {opts.jobs}: must be at least 1")
     out, problems = Path(opts.out), []
-    for script in opts.files:
+    sides = {"before": opts.before, "after": opts.after}
+    base = {(script, side): out / script[:-3] / side for script in opts.files for side in sides}
+
+    def straight(script, side):
         args, total = FROZEN[script]
-        prints = {}
-        for side, tree in (("before", opts.before), ("after", opts.after)):
-            base = out / script[:-3] / side
-            run(tree, script, args, base / "straight", total)
-            run(tree, script, args, base / "resumed", total // 2)
-            run(tree, script, args, None, total, resume_from=base / "resumed")
-            prints[side] = {how: fingerprint(base / how) for how in ("straight", "resumed")}
+        run(sides[side], script, args, base[script, side] / "straight", total)
+
+    def resumed(script, side):  # stopped halfway, then continued
+        args, total = FROZEN[script]
+        run(sides[side], script, args, base[script, side] / "resumed", total // 2)
+        run(sides[side], script, args, None, total, resume_from=base[script, side] / "resumed")
+
+    with ThreadPoolExecutor(opts.jobs) as pool:  # each run is a process of its own, on one torch thread
+        tasks = [pool.submit(how, script, side) for how in (resumed, straight) for script, side in base]
+        for task in tasks:
+            task.result()
+    for script in opts.files:
+        prints = {side: {how: fingerprint(base[script, side] / how) for how in ("straight", "resumed")}
+                  for side in sides}
         for how in ("straight", "resumed"):
             difference = first_difference(prints["before"][how], prints["after"][how])
             scalars, state = prints["after"][how]
