@@ -24,7 +24,7 @@ def test_table1_smoke_end_to_end_resumes_then_skips(tmp_path):
     assert load_checkpoint(interrupted)["global_step"] == 4096
 
     cmd = [sys.executable, "reproduce.py", "table1", "--budget", "smoke", "--seeds", "1", "--envs",
-           "InvertedPendulum-v5", "--algos", "ppo", "p3o", "--workers", "1", "--threads", "1",
+           "InvertedPendulum-v5", "--algos", "ppo", "p3o", "--workers", "2", "--threads", "1",
            "--runs-dir", str(runs_dir), "--results-dir", str(results), "--progress-every", "5"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
