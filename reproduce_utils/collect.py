@@ -172,13 +172,13 @@ EVAL_FILE = "evaluation_reproduce.csv"  # a finished run's evaluation for the ta
 
 
 def evaluation(run_path, step, episodes):
-    """(mean, std) of the returns of `episodes` deterministic episodes of a finished run's final checkpoint
+    """(mean, std, mean length) of the returns of `episodes` deterministic episodes of a finished run's final checkpoint
     (evaluate.py: the policy's mean action, the run's observation statistics frozen, episode seeds from
     EVAL_SEED). Kept in <run>/EVAL_FILE (not evaluate.py's own evaluation.csv, which a user's evaluation with
     other episodes may hold) and read from there when it holds these episodes of this
-    checkpoint (its global `step`, which the caller has read); (None, None) when episodes is 0."""
+    checkpoint (its global `step`, which the caller has read); Nones when episodes is 0."""
     if not episodes:
-        return None, None
+        return None, None, None
     path = Path(run_path) / EVAL_FILE
     rows = read_csv(path) if path.is_file() else []
     if [(r.get("global_step"), r.get("seed")) for r in rows] != [(step, EVAL_SEED + k) for k in range(episodes)]:
@@ -189,10 +189,10 @@ def evaluation(run_path, step, episodes):
         except (Exception, SystemExit) as e:  # a table is still written; the run's evaluation cells stay empty
             print(f"warning: evaluating {run_path} failed ({str(e).removeprefix('error: ') or type(e).__name__}); "
                   "its evaluation cells stay empty")
-            return None, None
+            return None, None, None
         evaluate.write_csv(path, rows)
     returns = np.array([float(r["return"]) for r in rows])
-    return float(returns.mean()), float(returns.std())
+    return float(returns.mean()), float(returns.std()), float(np.mean([float(r["length"]) for r in rows]))
 
 
 def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
@@ -212,14 +212,17 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
-        row["eval_return"], row["eval_std"] = evaluation(state.run_path, state.step, eval_episodes)
+        row["eval_return"], row["eval_std"], row["eval_length"] = evaluation(state.run_path, state.step, eval_episodes)
         row["eval_episodes"] = eval_episodes or None
     return row
 
 
+OPTIONAL_FIELDS = ("eval_length", "extends")  # columns only where a row has one: older CSVs regenerate unchanged
+
+
 def write_csv(path, rows, fields=CSV_FIELDS):
-    if fields is CSV_FIELDS and any(r.get("extends") for r in rows):  # the column only where a run extends one
-        fields = CSV_FIELDS + ["extends"]
+    if fields is CSV_FIELDS:
+        fields = CSV_FIELDS + [f for f in OPTIONAL_FIELDS if any(r.get(f) for r in rows)]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

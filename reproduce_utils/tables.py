@@ -250,8 +250,9 @@ REFERENCE_ALGOS = ("p3o", "p3o-sum", "sac-cycle")  # compared with every other m
 
 
 def every_seed_table(rows, variants, envs):
-    """Per task and method: training and evaluation return as 95% t-intervals, and every seed's values."""
-    body = []
+    """Per task and method: training and evaluation return as 95% t-intervals, and every seed's values; the
+    evaluation's mean episode length over the seeds (and their range) where the rows hold it."""
+    body, lengths = [], any(r.get("eval_length") for r in rows)
     for env in envs:
         for v in variants:
             sel = select(rows, env=env, variant=v.name)
@@ -260,9 +261,12 @@ def every_seed_table(rows, variants, envs):
                 continue
             per_seed = "; ".join(f"{seed}: {train[seed]:,.0f}" + (f" / {test[seed]:,.0f}" if seed in test else "")
                                  for seed in sorted(train))
-            body.append([env, v.name, interval_text(train.values()), interval_text(test.values()), per_seed])
-    return markdown_table(["task", "method", "training return", "evaluation return",
-                           "seed: training / evaluation"], body) if body else ""
+            length = list(seed_values(sel, "eval_length").values())
+            body.append([env, v.name, interval_text(train.values()), interval_text(test.values()), per_seed]
+                        + ([f"{np.mean(length):,.0f} ({min(length):,.0f}–{max(length):,.0f})" if length else "–"]
+                           if lengths else []))
+    return markdown_table(["task", "method", "training return", "evaluation return", "seed: training / evaluation"]
+                          + (["evaluation episode length (seeds' range)"] if lengths else []), body) if body else ""
 
 
 CLAIM_SEEDS = 5  # the fewest seeds per method on which a Welch p < 0.05 reads as one method ahead

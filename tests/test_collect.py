@@ -118,6 +118,15 @@ def test_reused_runs_fill_the_table_and_every_run_names_its_commit(tmp_path, cap
         rp.main([*common, "--reuse", str(tmp_path / "runs" / "smoke" / "ppo__Hopper-v5__seed2" / plan.COMMITS_FILE)])
 
 
+def test_optional_columns_are_written_only_where_a_row_has_them(tmp_path):
+    path, row = tmp_path / "runs_smoke.csv", {"experiment": "table1", "seed": 1, "status": "done", "eval_return": 10.0}
+    collect.write_csv(path, [row])
+    assert path.read_text().splitlines()[0] == ",".join(collect.CSV_FIELDS)  # as the CSVs written before them
+    collect.write_csv(path, [row, {**row, "seed": 2, "eval_length": 87.5}])
+    assert path.read_text().splitlines()[0] == ",".join(collect.CSV_FIELDS + ["eval_length"])
+    assert [r.get("eval_length") for r in collect.read_csv(path)] == [None, 87.5]
+
+
 def episodes(spans):
     """Episodic returns every 1,000 steps over [(from, to, value)] spans."""
     return [(s, float(v)) for lo, hi, v in spans for s in range(lo + 1000, hi + 1, 1000)]
