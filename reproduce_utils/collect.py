@@ -172,8 +172,8 @@ EVAL_FILE = "evaluation_reproduce.csv"  # a finished run's evaluation for the ta
 
 
 def evaluation(run_path, step, episodes):
-    """(mean, std, mean length) of the returns of `episodes` deterministic episodes of a finished run's final checkpoint
-    (evaluate.py: the policy's mean action, the run's observation statistics frozen, episode seeds from
+    """(mean return, its std, mean episode length) of `episodes` deterministic episodes of a finished run's final
+    checkpoint (evaluate.py: the policy's mean action, the run's observation statistics frozen, episode seeds from
     EVAL_SEED). Kept in <run>/EVAL_FILE (not evaluate.py's own evaluation.csv, which a user's evaluation with
     other episodes may hold) and read from there when it holds these episodes of this
     checkpoint (its global `step`, which the caller has read); Nones when episodes is 0."""
