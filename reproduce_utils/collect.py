@@ -16,7 +16,7 @@ import evaluate
 import p3o_continuous
 
 from .plan import extends_note, run_commits, steps_reached
-from .registry import MILESTONES, ROOT, WINDOW, task_name
+from .registry import LATE_MILESTONES, MILESTONES, ROOT, WINDOW, task_name
 
 
 def drop_orphaned(points):
@@ -72,7 +72,7 @@ def window_mean(points, lo, hi):
     return float(np.mean(values)) if values else None
 
 
-def returns_at(points, reached, milestones=MILESTONES, window=WINDOW):
+def returns_at(points, reached, milestones=MILESTONES + LATE_MILESTONES, window=WINDOW):
     """{"return_1M": ...}: the return at each milestone the run has reached (steps_reached; a partial
     run too), the mean of the episodic returns logged in the `window` steps up to it."""
     out = {f"return_{steps_label(m)}": window_mean(points, m - window, m) for m in milestones if reached >= m}
@@ -217,7 +217,8 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
     return row
 
 
-OPTIONAL_FIELDS = ("eval_length", "extends")  # columns only where a row has one: older CSVs regenerate unchanged
+# columns only where a row has one: older CSVs regenerate unchanged
+OPTIONAL_FIELDS = ("eval_length", "extends") + tuple(f"return_{steps_label(m)}" for m in LATE_MILESTONES)
 
 
 def write_csv(path, rows, fields=CSV_FIELDS):

@@ -70,6 +70,7 @@ ALL_METRICS = PLASTICITY_METRICS + ("plasticity/actor_grad_norm", "plasticity/ac
                                     "plasticity/critic_dormant_ratio", "plasticity/critic_effective_rank") \
     + DISTILL_METRICS
 MILESTONES = (1_000_000, 2_500_000, 5_000_000)  # the cycle experiment's columns: the return at these steps
+LATE_MILESTONES = (10_000_000, 12_500_000, 15_000_000, 20_000_000)  # past one cycle: columns where a run got there
 WINDOW = 100_000  # return at step S: mean of the episodic returns logged in (S - 100,000, S]
 
 # The paper's numbers (mean of 5 seeds at its budget), keyed by task name without version.

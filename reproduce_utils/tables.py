@@ -20,7 +20,7 @@ import numpy as np
 
 from .collect import (EVAL_SEED, FALL_MARK, FALL_SPAN, FALL_UPDATES, STABILITY_FROM, provenance, seed_values, select,
                       steps_label, window_mean)
-from .registry import (DISTILL_METRICS, EXPERIMENTS, MILESTONES, PAPER_TABLE2, PAPER_TABLE4, PAPER_TABLE5_RECOVERY,
+from .registry import (DISTILL_METRICS, EXPERIMENTS, LATE_MILESTONES, MILESTONES, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE4, PAPER_TABLE5_RECOVERY,
                        WINDOW, task_name)
 from .stats import (BOOTSTRAP_REPS, BOOTSTRAP_SEED, improvement_intervals, iqm_intervals, normalisation,
                     normalised_scores, t_interval, welch_p)
@@ -122,16 +122,21 @@ def resets_table(rows, variants, envs=None):
 
 def cycle_table(rows, variants, envs, want=None):
     """Per task and method: the return at each milestone (unfinished runs count where they got past
-    it), the final return (finished runs) and how far the runs got."""
+    it; the milestones past 5M where a run got there), the final return (finished runs; the paper's Table 1
+    beside it at the paper's budget) and how far the runs got."""
+    milestones = MILESTONES + tuple(m for m in LATE_MILESTONES
+                                    if any(r.get(f"return_{steps_label(m)}") is not None for r in rows))
     body = []
     for env in envs:
         for v in variants:
             sel = select(rows, env=env, variant=v.name)
             reached = ", ".join(f"{int(r.get('steps', 0)):,}" for r in sel)
+            paper = None if v.overrides or "/" in env or not sel or any(r.get("budget") != "paper" for r in sel) \
+                else PAPER_TABLE1.get(task_name(env), {}).get(v.algo)
             body.append([env, v.name] + [cell(sel, f"return_{steps_label(m)}", want=want,
-                                              statuses=("done", "partial")) for m in MILESTONES]
-                        + [cell(sel, "final_return", want=want), reached])
-    return markdown_table(["task", "method"] + [f"return at {steps_label(m)}" for m in MILESTONES]
+                                              statuses=("done", "partial")) for m in milestones]
+                        + [cell(sel, "final_return", paper=paper, want=want), reached])
+    return markdown_table(["task", "method"] + [f"return at {steps_label(m)}" for m in milestones]
                           + ["final return", "steps reached (per seed)"], body)
 
 

@@ -192,6 +192,9 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
     # million steps, 20 in each later one
     assert "| P3O | HalfCheetah-v5 | 0–1M | 19 | 4.74 | – | – |" in table
     assert table.count("| P3O | HalfCheetah-v5 | 4M–5M | 20 | 5 | – | – |") == 1
+    # no run passed 5M: no later milestone in the table or the CSV, and no paper number below the paper's budget
+    assert "return at 10M" not in table and "paper" not in table.split("## Return across the cycle")[1].split("##")[0]
+    assert "return_10M" not in (out / "runs_cycle.csv").read_text()
     for png in ("curves_cycle.png", "actor_fau_cycle.png", "plasticity_cycle.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     # the unfinished seed's curve as far as it got: spans of 50,000 steps, the last one holding step 2,599,936
@@ -204,35 +207,47 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
 
 def test_cycle_experiment_past_one_cycle_tabulates_falls_and_distillation_by_million(tmp_path, monkeypatch):
     """At the paper budget (Humanoid-v5: 20M) the cycle experiment lists every fall of a run with its reset, KL
-    and recovery, splits P3O's distillation into 1M spans, and marks 5M (one full cycle) on the curves."""
+    and recovery, splits P3O's distillation into 1M spans, marks 5M (one full cycle) on the curves, adds the
+    milestones past 5M that a run reached and puts the paper's Table 1 beside the final return."""
     from torch.utils.tensorboard import SummaryWriter
 
     marks = []
     monkeypatch.setattr("reproduce_utils.report.figures", lambda *a: marks.append(a[5]) or [])
     monkeypatch.setattr("reproduce_utils.report.metrics_grid", lambda path, *a: path)  # no plasticity logged here
-    run = plan_runs("cycle", "paper", envs=("Humanoid-v5",), algos=["p3o"], runs_dir=tmp_path / "runs")[0]
+    runs = by_name(plan_runs("cycle", "paper", envs=("Humanoid-v5",), algos=["ppo", "p3o"], runs_dir=tmp_path / "runs"))
+    fake_long_run(runs[("PPO", "Humanoid-v5", 1)], 20_000_000, 0, every=100_000)  # finished: return step / 1000
+    run = runs[("P3O", "Humanoid-v5", 1)]
     path = run.directory / "Humanoid-v5__p3o__1__1700000000"
     writer = SummaryWriter(str(path))
-    for step in range(10_000, 7_000_001, 10_000):  # 600 until 6M, 100 after: a fall that does not recover
+    for step in range(10_000, 12_000_001, 10_000):  # 600 until 6M, 100 after: a fall that does not recover
         writer.add_scalar("charts/episodic_return", 600 if step <= 6_000_000 else 100, step)
-        writer.add_scalar("losses/approx_kl", 2.0 if step > 5_950_000 else 0.5, step)
+        writer.add_scalar("losses/approx_kl", 2.0 if 5_950_000 < step <= 6_500_000 else 0.5, step)
         if step % 50_000 == 0:  # a reset every 50,000 steps, 10 distillation epochs each until 3M, 30 after
             writer.add_scalar("reset/seconds", 1.0, step)
             writer.add_scalar("reset/distill_epochs", 10 if step <= 3_000_000 else 30, step)
     writer.close()
-    torch.save({"script": run.script, "format": 1, "global_step": 7_000_000, "args": saved_args(run.script)},
+    torch.save({"script": run.script, "format": 1, "global_step": 12_000_000, "args": saved_args(run.script)},
                path / "checkpoint.pt")
-    assert rp.main(["cycle", "--budget", "paper", "--seeds", "1", "--envs", "Humanoid-v5", "--algos", "p3o",
+    assert rp.main(["cycle", "--budget", "paper", "--seeds", "1", "--envs", "Humanoid-v5", "--algos", "ppo", "p3o",
                     "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
                     "--aggregate-only"]) == 0
     table = (tmp_path / "results" / "cycle" / "cycle_paper.md").read_text()
     # the first 10,000 mark whose last 20,000 steps are below 300 is 6,020,000: 20,000 steps after a reset
     assert ("| Humanoid-v5 | P3O | 1 | 6M–6.1M | 600 → 100 | 6,020,000 | 20,000 (at 6,000,000) | 2 (0.5) | – | no |"
             in table)
-    # 1M spans up to the 7M reached, each of 5 curve points (a hundredth of 20M each)
+    # 1M spans up to the 12M reached, each of 5 curve points (a hundredth of 20M each)
     assert "| P3O | Humanoid-v5 | 2M–3M | 5 | 10 | – | – |" in table
-    assert "| P3O | Humanoid-v5 | 6M–7M | 5 | 30 | – | – |" in table
+    assert "| P3O | Humanoid-v5 | 11M–12M | 5 | 30 | – | – |" in table
     assert marks == [{"Humanoid-v5": (5_000_000,)}]
+    # the returns at the milestones each run passed (P3O stopped at 12M); PPO's final return: the last 20 of 200
+    assert ("| task | method | return at 1M | return at 2.5M | return at 5M | return at 10M | return at 12.5M | "
+            "return at 15M | return at 20M | final return | steps reached (per seed) |") in table
+    assert ("| Humanoid-v5 | PPO | 1,000 (n=1) | 2,500 (n=1) | 5,000 (n=1) | 10,000 (n=1) | 12,500 (n=1) | "
+            "15,000 (n=1) | 20,000 (n=1) | 19,050 (n=1) (paper 972) | 19,999,744 |") in table
+    assert ("| Humanoid-v5 | P3O | 600 (n=1) | 600 (n=1) | 600 (n=1) | 100 (n=1) | — | — | — | — (paper 7,469) | "
+            "12,000,000 |") in table
+    header = (tmp_path / "results" / "cycle" / "runs_paper.csv").read_text().splitlines()[0]
+    assert header.endswith(",return_10M,return_12.5M,return_15M,return_20M")
 
 
 def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_period(tmp_path, monkeypatch):
