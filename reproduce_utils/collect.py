@@ -101,6 +101,18 @@ def stability(returns, approx_kls, post_reset_dkls, reached, start=STABILITY_FRO
     return out
 
 
+def episode_lengths(lengths, reached, window=WINDOW):
+    """Does an agent learn to stay up, and when: the mean length of the training episodes in consecutive `window`-step
+    windows (0, window], ... up to `reached`; `length_last` (the last window's), `length_best` (the longest) and
+    `length_best_at` (the end of the first window that long)."""
+    windows = [(lo + window, window_mean(lengths, lo, lo + window)) for lo in range(0, reached - window + 1, window)]
+    windows = [(end, value) for end, value in windows if value is not None]
+    if not windows:
+        return {}
+    best_at, best = max(windows, key=lambda w: w[1])  # the first of equal windows
+    return {"length_last": windows[-1][1], "length_best": best, "length_best_at": best_at}
+
+
 FALL_MARK, FALL_SPAN = 10_000, 20_000  # a fall's step: the first 10,000-step mark whose last 20,000 steps fell
 FALL_UPDATES = 10  # the updates "just before" a fall whose approx-KL and clip fraction are reported
 
@@ -209,6 +221,7 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
         row.update(returns_at(returns, steps_reached(run, state)))
         row.update(stability(returns, scalars.get("losses/approx_kl", []), scalars.get("reset/distill_loss_start", []),
                              steps_reached(run, state)))
+        row.update(episode_lengths(scalars.get("charts/episodic_length", []), steps_reached(run, state)))
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))
@@ -218,7 +231,8 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
 
 
 # columns only where a row has one: older CSVs regenerate unchanged
-OPTIONAL_FIELDS = ("eval_length", "extends") + tuple(f"return_{steps_label(m)}" for m in LATE_MILESTONES)
+OPTIONAL_FIELDS = ("eval_length", "extends") + tuple(f"return_{steps_label(m)}" for m in LATE_MILESTONES) + (
+    "length_last", "length_best", "length_best_at")
 
 
 def write_csv(path, rows, fields=CSV_FIELDS):

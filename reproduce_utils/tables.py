@@ -20,8 +20,8 @@ import numpy as np
 
 from .collect import (EVAL_SEED, FALL_MARK, FALL_SPAN, FALL_UPDATES, STABILITY_FROM, provenance, seed_values, select,
                       steps_label, window_mean)
-from .registry import (DISTILL_METRICS, EXPERIMENTS, LATE_MILESTONES, MILESTONES, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE4, PAPER_TABLE5_RECOVERY,
-                       WINDOW, task_name)
+from .registry import (DISTILL_METRICS, EXPERIMENTS, LATE_MILESTONES, MILESTONES, PAPER_TABLE1, PAPER_TABLE2,
+                       PAPER_TABLE4, PAPER_TABLE5_RECOVERY, WINDOW, task_name)
 from .stats import (BOOTSTRAP_REPS, BOOTSTRAP_SEED, improvement_intervals, iqm_intervals, normalisation,
                     normalised_scores, t_interval, welch_p)
 
@@ -188,6 +188,25 @@ def friction_table(curves, window=WINDOW):
                              span(change, change + w), span(change + period - w, change + period)])
     return markdown_table(["task", "change at", "friction", "method", "window (steps)", "return before",
                            "after", "end of the phase"], body) if body else ""
+
+
+def length_table(rows, variants, envs):
+    """Per run of a task whose episodes can end early (their lengths differ): the mean length of its training episodes
+    in the last and in the longest 100k window (collect.episode_lengths), and of its evaluation's episodes."""
+    def num(value):
+        return "–" if value is None else f"{value:,.0f}"
+
+    body = []
+    for env in envs:
+        sel = [r for v in variants for r in sorted(select(rows, env=env, variant=v.name), key=lambda r: r["seed"])
+               if r.get("length_best") is not None]
+        if len({r[k] for r in sel for k in ("length_last", "length_best")}) > 1:
+            body += [[env, r["variant"], r["seed"], f"{int(r.get('steps', 0)):,}", num(r["length_last"]),
+                      f"{num(r['length_best'])} (at {int(r['length_best_at']):,})", num(r.get("eval_length"))]
+                     for r in sel]
+    return markdown_table(["task", "method", "seed", "steps", f"training episode length: last {steps_label(WINDOW)}",
+                           f"longest {steps_label(WINDOW)} (window end)", "evaluation episode length"],
+                          body) if body else ""
 
 
 def falls_table(run_falls):
@@ -397,6 +416,13 @@ def experiment_markdown(experiment, rows, variants, envs, budget, seeds, steps_n
                 f"each). Collapse: the last window below half of the best. Approx-KL: the value logged per update "
                 "(the last minibatch's, as CleanRL logs it). Post-reset alpha-DKL: P3O's reset/distill_loss_start.",
                 "", seed_table(rows, variants, envs), ""]
+        lengths = length_table(rows, variants, envs)
+        if lengths:
+            out += ["## Episode length: does an agent stay up?", "", f"Mean length of a run's training episodes "
+                    f"(sampled actions) in consecutive {WINDOW:,}-step windows from the start, and of its evaluation "
+                    "episodes (deterministic). Where an episode ends when the agent falls (Humanoid-v5: the torso "
+                    "leaves 1-2 m), only an agent that stays up lasts the whole episode (1,000 steps). Tasks whose "
+                    "every episode lasts the same are left out.", "", lengths, ""]
         if fell:
             out += ["## Falls", "", f"Every fall of a run after {STABILITY_FROM:,}: a {WINDOW:,}-step window below "
                     "half of the best window before it (the run recovers at the first later window back at half of "

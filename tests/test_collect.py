@@ -36,6 +36,17 @@ def test_returns_at_milestones_count_only_the_steps_a_run_reached():
     assert collect.window_mean(points, 0, 100_000) == 75.0 and collect.window_mean(points, 10, 20) is None
 
 
+def test_episode_lengths_give_the_last_and_the_first_longest_window():
+    # 20 steps until 300k, 1,000 in (300k, 500k] and (600k, 700k], 500 between and after; reached 750k: 7 windows
+    lengths = [(step, 1000.0 if 300_000 < step <= 500_000 or 600_000 < step <= 700_000 else
+                20.0 if step <= 300_000 else 500.0) for step in range(10_000, 750_001, 10_000)]
+    assert collect.episode_lengths(lengths, reached=750_000) == {"length_last": 1000.0, "length_best": 1000.0,
+                                                                 "length_best_at": 400_000}
+    assert collect.episode_lengths(lengths, reached=350_000) == {"length_last": 20.0, "length_best": 20.0,
+                                                                 "length_best_at": 100_000}
+    assert collect.episode_lengths(lengths, reached=90_000) == {} and collect.episode_lengths([], 750_000) == {}
+
+
 def test_stability_finds_a_collapse_and_counts_large_kl_updates():
     rise_then_fall = [(step, 3000.0 if step <= 1_500_000 else 1000.0) for step in range(50_000, 2_000_001, 50_000)]
     kls = [(step, kl) for step, kl in zip(range(8192, 10 * 8192, 8192), (0.05, 0.2, 0.5, 1.5, 0.09, 3.0, 0.1, 0.11, 2))]

@@ -192,6 +192,7 @@ def test_cycle_tables_from_hand_made_runs(tmp_path):
     # million steps, 20 in each later one
     assert "| P3O | HalfCheetah-v5 | 0–1M | 19 | 4.74 | – | – |" in table
     assert table.count("| P3O | HalfCheetah-v5 | 4M–5M | 20 | 5 | – | – |") == 1
+    assert "Episode length" not in table  # no lengths logged
     # no run passed 5M: no later milestone in the table or the CSV, and no paper number below the paper's budget
     assert "return at 10M" not in table and "paper" not in table.split("## Return across the cycle")[1].split("##")[0]
     assert "return_10M" not in (out / "runs_cycle.csv").read_text()
@@ -222,6 +223,9 @@ def test_cycle_experiment_past_one_cycle_tabulates_falls_and_distillation_by_mil
     for step in range(10_000, 12_000_001, 10_000):  # 600 until 6M, 100 after: a fall that does not recover
         writer.add_scalar("charts/episodic_return", 600 if step <= 6_000_000 else 100, step)
         writer.add_scalar("losses/approx_kl", 2.0 if 5_950_000 < step <= 6_500_000 else 0.5, step)
+        # episodes of 200 steps, of the whole 1,000 from 3M (it stays up), of 100 after the fall
+        writer.add_scalar("charts/episodic_length", 200 if step <= 3_000_000 else 1000 if step <= 6_000_000 else 100,
+                          step)
         if step % 50_000 == 0:  # a reset every 50,000 steps, 10 distillation epochs each until 3M, 30 after
             writer.add_scalar("reset/seconds", 1.0, step)
             writer.add_scalar("reset/distill_epochs", 10 if step <= 3_000_000 else 30, step)
@@ -247,7 +251,10 @@ def test_cycle_experiment_past_one_cycle_tabulates_falls_and_distillation_by_mil
     assert ("| Humanoid-v5 | P3O | 600 (n=1) | 600 (n=1) | 600 (n=1) | 100 (n=1) | — | — | — | — (paper 7,469) | "
             "12,000,000 |") in table
     header = (tmp_path / "results" / "cycle" / "runs_paper.csv").read_text().splitlines()[0]
-    assert header.endswith(",return_10M,return_12.5M,return_15M,return_20M")
+    assert header.endswith(",return_10M,return_12.5M,return_15M,return_20M,length_last,length_best,length_best_at")
+    # the episode lengths of the run that logged them (PPO's hand-made run logged none)
+    assert "| Humanoid-v5 | P3O | 1 | 12,000,000 | 100 | 1,000 (at 3,100,000) | – |" in table
+    assert "| PPO |" not in table.split("## Episode length: does an agent stay up?")[1].split("##")[0]
 
 
 def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_period(tmp_path, monkeypatch):
@@ -275,3 +282,15 @@ def test_friction_experiment_tabulates_each_change_with_windows_inside_a_short_p
     assert table.count("| cyclefriction/Hopper-v5 | ") == 1 + 7 * 2 + 1  # return table, changes, every seed
     assert (tmp_path / "results" / "friction" / "curves_reduced.png").is_file()
     assert len(reads) == len(set(reads)) == 2  # two runs: each one's logs read once for the CSV, tables and figures
+
+
+def test_length_table_leaves_out_tasks_whose_episodes_all_last_the_same():
+    rows = [{"variant": "PPO", "env": env, "seed": seed, "steps": 5_000_000, "length_last": last, "length_best": best,
+             "length_best_at": 300_000, "eval_length": 1000.0 if env == "HalfCheetah-v5" else None}
+            for env, seed, last, best in (("HalfCheetah-v5", 1, 1000.0, 1000.0), ("HalfCheetah-v5", 2, 1000.0, 1000.0),
+                                          ("Humanoid-v5", 1, 150.0, 210.4), ("Humanoid-v5", 2, 1000.0, 1000.0))]
+    table = tables.length_table(rows, registry.BASELINES, ["HalfCheetah-v5", "Humanoid-v5"])
+    assert "HalfCheetah-v5" not in table
+    assert "| Humanoid-v5 | PPO | 1 | 5,000,000 | 150 | 210 (at 300,000) | – |" in table
+    assert "| Humanoid-v5 | PPO | 2 | 5,000,000 | 1,000 | 1,000 (at 300,000) | – |" in table
+    assert tables.length_table(rows[:2], registry.BASELINES, ["HalfCheetah-v5"]) == ""
