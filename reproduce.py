@@ -121,8 +121,7 @@ def parse_args(argv=None):
             sys.exit(f"error: --reuse {path}: cannot be read ({type(e).__name__})")
         missing = [c for c in RUN_KEY_FIELDS + ("status",) if c not in columns]
         if missing:
-            sys.exit(f"error: --reuse {path}: not a runs CSV written by reproduce.py (no {', '.join(missing)} "
-                     "columns)")
+            sys.exit(f"error: --reuse {path}: not a runs CSV written by reproduce.py (no {', '.join(missing)} columns)")
     if opts.envs:  # before anything is planned: an id that cannot exist would only fail in every run
         from envs import validate_env_id
 
@@ -202,6 +201,7 @@ def main(argv=None):
         return 0
 
     todo = [(r, states[d]) for d, r in unique.items() if states[d].status in ("partial", "new") and d not in reused]
+    todo.sort(key=lambda rs: rs[1].status != "partial")  # started runs first: what was begun is finished first
     queued = {r.directory for r, _ in todo if slurm_pending(r)}
     if queued:
         print(f"{len(queued)} runs are still queued or running on Slurm; not starting them again")

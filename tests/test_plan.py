@@ -82,6 +82,8 @@ def test_finished_run_is_skipped_partial_resumed_stale_restarted(tmp_path, capsy
     assert "3 runs: 1 finished (skipped), 1 to resume, 1 to start" in out
     assert "# ppo__Hopper-v5__seed1" not in out and "# p3o__Hopper-v5__seed1 (partial, at step 4,096)" in out
     assert f"--resume {partial_path}" in out and "# cycle__Hopper-v5__seed1 (new)" in out
+    # the started run goes first (the table's order puts the cycle reset before P3O): its rows come soonest
+    assert out.index("# p3o__Hopper-v5__seed1 (partial") < out.index("# cycle__Hopper-v5__seed1 (new)")
 
     fake_run(stale, 8192)
     (stale.directory / "Hopper-v5__cycle__1__1700000001").mkdir()
