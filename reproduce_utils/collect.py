@@ -218,10 +218,11 @@ def summarize(run, state, experiment_name, budget, cache, eval_episodes=0):
     if state.status in ("done", "partial"):
         scalars = cached_scalars(cache, state.run_path)
         returns = scalars.get("charts/episodic_return", [])
-        row.update(returns_at(returns, steps_reached(run, state)))
+        reached = steps_reached(run, state)
+        row.update(returns_at(returns, reached))
         row.update(stability(returns, scalars.get("losses/approx_kl", []), scalars.get("reset/distill_loss_start", []),
-                             steps_reached(run, state)))
-        row.update(episode_lengths(scalars.get("charts/episodic_length", []), steps_reached(run, state)))
+                             reached))
+        row.update(episode_lengths(scalars.get("charts/episodic_length", []), reached))
     if state.status == "done":
         row.update(final_return=final_return(returns), episodes=len(returns))
         row.update(method_statistics(state.checkpoint))

@@ -140,11 +140,13 @@ def cycle_table(rows, variants, envs, want=None):
                           + ["final return", "steps reached (per seed)"], body)
 
 
+def num(r, key, fmt="{:,.0f}"):
+    """One run's value of `key` as a table cell; '–' where the row has none."""
+    return "–" if r.get(key) is None else fmt.format(r[key])
+
+
 def seed_table(rows, variants, envs):
     """Per task, method and seed: how steady the run was (stability) beside its final return."""
-    def num(r, key, fmt="{:,.0f}"):
-        return "–" if r.get(key) is None else fmt.format(r[key])
-
     body = []
     for env in envs:
         for v in variants:
@@ -193,16 +195,13 @@ def friction_table(curves, window=WINDOW):
 def length_table(rows, variants, envs):
     """Per run of a task whose episodes can end early (their lengths differ): the mean length of its training episodes
     in the last and in the longest 100k window (collect.episode_lengths), and of its evaluation's episodes."""
-    def num(value):
-        return "–" if value is None else f"{value:,.0f}"
-
     body = []
     for env in envs:
         sel = [r for v in variants for r in sorted(select(rows, env=env, variant=v.name), key=lambda r: r["seed"])
                if r.get("length_best") is not None]
         if len({r[k] for r in sel for k in ("length_last", "length_best")}) > 1:
-            body += [[env, r["variant"], r["seed"], f"{int(r.get('steps', 0)):,}", num(r["length_last"]),
-                      f"{num(r['length_best'])} (at {int(r['length_best_at']):,})", num(r.get("eval_length"))]
+            body += [[env, r["variant"], r["seed"], f"{int(r.get('steps', 0)):,}", num(r, "length_last"),
+                      f"{num(r, 'length_best')} (at {int(r['length_best_at']):,})", num(r, "eval_length")]
                      for r in sel]
     return markdown_table(["task", "method", "seed", "steps", f"training episode length: last {steps_label(WINDOW)}",
                            f"longest {steps_label(WINDOW)} (window end)", "evaluation episode length"],
